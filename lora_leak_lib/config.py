@@ -1,0 +1,92 @@
+"""One place that decides quick or full mode, the seed and the device for every notebook and script."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+MODE_VARIABLE = "LORA_LEAK_MODE"
+"""Environment variable that picks the mode: ``quick`` (small models, few steps) or ``full``."""
+
+DEFAULT_SEED = 0
+T = TypeVar("T")
+
+
+def mode() -> str:
+    """Return ``"quick"`` or ``"full"``.
+
+    Read from ``LORA_LEAK_MODE``; when unset, quick on CI or without a GPU, full on a GPU.
+    """
+    value = os.environ.get(MODE_VARIABLE, "").strip().lower()
+    if value in ("quick", "full"):
+        return value
+    if value:
+        raise ValueError(
+            f"{MODE_VARIABLE}={value!r} is not a mode: set it to 'quick' or 'full' (or unset it)."
+        )
+    if os.environ.get("CI") or not torch.cuda.is_available():
+        return "quick"
+    return "full"
+
+
+def is_quick() -> bool:
+    """True in quick mode (CI, CPU laptops)."""
+    return mode() == "quick"
+
+
+def steps(quick: T, full: T) -> T:
+    """Pick a size by mode: ``ll.config.steps(quick=50, full=2000)``. Notebooks never branch on the mode."""
+    return quick if is_quick() else full
+
+
+def device() -> torch.device:
+    """The device to compute on: the first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_seed(seed: int = DEFAULT_SEED) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and GPU) so that a result repeats."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def quiet() -> None:
+    """Silence the load reports, progress bars and deprecation chatter of transformers and peft."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for name in ("transformers", "peft", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What ``setup()`` chose, shown at the top of every notebook."""
+
+    mode: str
+    seed: int
+    device: str
+    torch: str
+
+    def __str__(self) -> str:
+        return f"mode={self.mode}  seed={self.seed}  device={self.device}  torch={self.torch}"
+
+
+def setup(seed: int = DEFAULT_SEED) -> Setup:
+    """Seed everything, quiet the libraries and report mode and device: the first call of every notebook."""
+    quiet()
+    set_seed(seed)
+    return Setup(mode=mode(), seed=seed, device=device().type, torch=torch.__version__.split("+")[0])

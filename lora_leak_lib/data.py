@@ -1,0 +1,108 @@
+"""The private sentences clients hold: the course's own messages, Rotten Tomatoes, and their encoding."""
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+COURSE_SENTENCES = DATA_DIR / "course_sentences.tsv"
+LABELS = ("negative", "positive")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One private sentence and its sentiment label (0 negative, 1 positive)."""
+
+    text: str
+    label: int
+
+
+def course_sentences() -> list[Example]:
+    """The ~50 private messages written for this course (health, money, passwords, addresses)."""
+    if not COURSE_SENTENCES.exists():
+        raise ValueError(
+            f"{COURSE_SENTENCES} is missing: install the course from its repository (`pip install -e .`)."
+        )
+    with COURSE_SENTENCES.open(newline="") as handle:
+        return [Example(row["text"], int(row["label"])) for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def rotten_tomatoes(path: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Example]:
+    """Rotten Tomatoes sentences (Pang & Lee 2005), shuffled with ``seed``.
+
+    ``path`` is a folder holding ``rt-polarity.pos`` and ``rt-polarity.neg``. Without it, the
+    Hugging Face ``rotten_tomatoes`` dataset is loaded (needs internet and the ``datasets`` package).
+    """
+    if path is None:
+        examples = _rotten_tomatoes_from_hub()
+    else:
+        folder = Path(path)
+        files = {label: folder / f"rt-polarity.{name}" for label, name in ((1, "pos"), (0, "neg"))}
+        missing = [str(f) for f in files.values() if not f.exists()]
+        if missing:
+            raise ValueError(f"no Rotten Tomatoes file at {missing[0]}: pass the folder holding rt-polarity.pos/.neg.")
+        examples = [
+            Example(line.strip(), label)
+            for label, file in files.items()
+            for line in file.read_text(encoding="latin-1").splitlines()
+            if line.strip()
+        ]
+    random.Random(seed).shuffle(examples)
+    return examples[:limit]
+
+
+def _rotten_tomatoes_from_hub() -> list[Example]:
+    try:
+        from datasets import load_dataset
+    except ImportError as error:
+        raise ValueError(
+            "Rotten Tomatoes needs a path to rt-polarity.pos/.neg, or `pip install datasets` and internet."
+        ) from error
+    split = load_dataset("rotten_tomatoes", split="train")
+    return [Example(row["text"], int(row["label"])) for row in split]
+
+
+def check_text(text: str) -> str:
+    """Return ``text`` stripped, or raise one clear error if it is empty."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the text is empty: give a sentence of at least one word.")
+    return text.strip()
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int = 512) -> dict[str, torch.Tensor]:
+    """Tokenise a batch with padding; raise one clear error for an empty text or one longer than ``max_length``."""
+    texts = [check_text(t) for t in texts]
+    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    if max(lengths) > max_length:
+        raise ValueError(
+            f"a text has {max(lengths)} tokens but the model takes at most {max_length}: shorten it."
+        )
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+def n_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    """WordPiece tokens in ``text``, without [CLS] and [SEP]."""
+    return len(tokenizer.tokenize(text))
+
+
+def truncate_to_tokens(tokenizer: PreTrainedTokenizerBase, examples: list[Example], length: int,
+                       count: int) -> list[Example]:
+    """The first ``count`` examples with at least ``length`` tokens, cut to exactly ``length`` tokens.
+
+    This is how the published attacks bin sentences by length (tokens counted without [CLS]/[SEP]).
+    """
+    chosen: list[Example] = []
+    for example in examples:
+        tokens = tokenizer.tokenize(example.text)
+        if len(tokens) >= length:
+            chosen.append(Example(tokenizer.convert_tokens_to_string(tokens[:length]), example.label))
+        if len(chosen) == count:
+            break
+    if len(chosen) < count:
+        raise ValueError(f"only {len(chosen)} sentences have {length} tokens or more: ask for fewer or shorter.")
+    return chosen

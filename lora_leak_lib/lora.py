@@ -1,0 +1,73 @@
+"""LoRA by hand (the teaching version) and through peft (what clients really run), plus parameter counts."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+DEFAULT_TARGETS = ("query", "value")
+"""LoRA on the attention query and value projections, as in the LoRA paper and the published attacks."""
+
+
+def check_rank(rank: int) -> None:
+    """Raise one clear error unless ``rank`` is a positive integer."""
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"LoRA rank must be a positive integer, got {rank!r}: try 8.")
+
+
+class LoRALinear(nn.Module):
+    """``y = W x + b + (alpha/r) · B A x`` with ``W`` frozen, ``A`` random and ``B`` zero at the start.
+
+    Shapes: ``W`` (d_out, d_in), ``A`` (r, d_in), ``B`` (d_out, r). Initialised like peft: ``A`` with
+    Kaiming-uniform (a=√5), ``B`` with zeros, so the adapted layer starts equal to the frozen one.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        check_rank(rank)
+        self.base = base
+        for parameter in self.base.parameters():
+            parameter.requires_grad_(False)
+        self.rank, self.alpha = rank, alpha
+        self.scaling = alpha / rank
+        self.A = nn.Parameter(torch.empty(rank, base.in_features))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.scaling * (x @ self.A.T @ self.B.T)
+
+    def merged_weight(self) -> torch.Tensor:
+        """``W' = W + (alpha/r) · B A``: the weight a merged adapter would have."""
+        return self.base.weight + self.scaling * self.B @ self.A
+
+
+def lora_config(rank: int = 8, alpha: float | None = None, targets: Sequence[str] = DEFAULT_TARGETS,
+                train_head: bool = True, dropout: float = 0.0) -> LoraConfig:
+    """The peft configuration the course uses; ``alpha`` defaults to ``2 · rank``."""
+    check_rank(rank)
+    return LoraConfig(
+        r=rank, lora_alpha=2 * rank if alpha is None else alpha, target_modules=list(targets),
+        lora_dropout=dropout, modules_to_save=["classifier"] if train_head else None,
+    )
+
+
+def apply_lora(model: nn.Module, rank: int = 8, alpha: float | None = None,
+               targets: Sequence[str] = DEFAULT_TARGETS, train_head: bool = True,
+               dropout: float = 0.0) -> PeftModel:
+    """Wrap ``model`` with peft LoRA adapters; only the adapters (and the head when ``train_head``) train."""
+    return get_peft_model(model, lora_config(rank, alpha, targets, train_head, dropout))
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those that require a gradient)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def lora_parameter_count(hidden_size: int, num_layers: int, rank: int, n_targets: int = 2) -> int:
+    """Adapter parameters for square ``hidden × hidden`` targets: ``layers · targets · 2 · r · hidden``."""
+    check_rank(rank)
+    return num_layers * n_targets * 2 * rank * hidden_size

