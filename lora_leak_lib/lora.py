@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+
+from . import models
 
 DEFAULT_TARGETS = ("query", "value")
 """LoRA on the attention query and value projections, as in the LoRA paper and the published attacks."""
@@ -71,3 +74,37 @@ def lora_parameter_count(hidden_size: int, num_layers: int, rank: int, n_targets
     """Adapter parameters for square ``hidden × hidden`` targets: ``layers · targets · 2 · r · hidden``."""
     check_rank(rank)
     return num_layers * n_targets * 2 * rank * hidden_size
+
+
+def lora_gradients(G: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                   scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dA, dL/dB) = ((alpha/r)·Bᵀ·G, (alpha/r)·G·Aᵀ)`` from ``G = dL/dW`` (d_out, d_in) of the same layer."""
+    if G.shape != (B.shape[0], A.shape[1]) or A.shape[0] != B.shape[1]:
+        raise ValueError(f"shapes do not fit W' = W + s·B·A: G {tuple(G.shape)}, A {tuple(A.shape)}, "
+                         f"B {tuple(B.shape)}; pass G (d_out, d_in), A (r, d_in), B (d_out, r).")
+    return scaling * B.T @ G, scaling * G @ A.T
+
+
+@dataclass(frozen=True)
+class ParameterBudget:
+    """How many numbers a model holds and how many of them LoRA trains (and a client shares)."""
+
+    model: str
+    rank: int
+    total: int
+    trainable: int
+
+    @property
+    def percent(self) -> float:
+        """Trainable parameters as a percentage of the frozen model."""
+        return 100.0 * self.trainable / self.total
+
+
+def parameter_budget(name: str, rank: int, targets: Sequence[str] = DEFAULT_TARGETS,
+                     train_head: bool = True) -> ParameterBudget:
+    """Count a registered model's parameters and its LoRA adapter's, from the architecture alone (no download)."""
+    check_rank(rank)
+    base = models.architecture(name)
+    total = count_parameters(base)
+    trainable = count_parameters(apply_lora(base, rank, targets=targets, train_head=train_head), trainable_only=True)
+    return ParameterBudget(name, rank, total, trainable)

@@ -96,6 +96,20 @@ def load_tokenizer(name: str = "tiny-bert") -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(spec.hub_id)
 
 
+def check_available(name: str) -> ModelSpec:
+    """Raise one ``ValueError`` unless ``name`` is registered and loadable here (hub names need internet)."""
+    spec = check_model_name(name)
+    if not spec.offline:
+        _require_hub(name)
+    return spec
+
+
+def architecture(name: str, num_labels: int = 2) -> BertForSequenceClassification:
+    """A registered model's architecture on the ``meta`` device: every shape, no weights, no download."""
+    with torch.device("meta"):
+        return BertForSequenceClassification(bert_config(name, num_labels=num_labels))
+
+
 def _require_hub(name: str) -> None:
     if hub_offline():
         raise ValueError(

@@ -1,0 +1,72 @@
+"""environment.yml and pyproject.toml describe the same environment, and the console script exists."""
+import re
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"pytorch": "torch"}
+NOT_PACKAGES = {"python", "pip"}
+
+
+def _name(requirement: str) -> str:
+    """``"rouge-score>=0.1.2"`` -> ``"rouge-score"``, normalised like pip (lower case, ``_`` and ``.`` as ``-``)."""
+    name = re.split(r"[\s<>=!~\[;]", requirement.strip(), maxsplit=1)[0]
+    name = re.sub(r"[-_.]+", "-", name.lower())
+    return CONDA_NAMES.get(name, name)
+
+
+def conda_requirements(text: str) -> list[str]:
+    """The entries under ``dependencies:`` (conda and the nested ``pip:`` list), read line by line."""
+    entries, inside = [], False
+    for line in text.splitlines():
+        stripped = line.split("#", 1)[0].rstrip()
+        if not stripped:
+            continue
+        if not line.startswith((" ", "-")):
+            inside = stripped == "dependencies:"
+            continue
+        item = re.match(r"\s*-\s+(.+)$", stripped)
+        if inside and item and not item.group(1).endswith(":"):
+            entries.append(item.group(1).strip().strip("'\""))
+    return entries
+
+
+def test_line_parser_reads_nested_pip_lists():
+    text = "name: x\nchannels:\n  - conda-forge\ndependencies:\n  - python=3.11\n  - pytorch>=2.4  # cpu\n" \
+           "  - pip\n  - pip:\n      - peft>=0.20\n"
+    assert conda_requirements(text) == ["python=3.11", "pytorch>=2.4", "pip", "peft>=0.20"]
+
+
+def test_line_parser_agrees_with_pyyaml_when_installed():
+    yaml = pytest.importorskip("yaml")
+    spec = yaml.safe_load((ROOT / "environment.yml").read_text())
+    flat = []
+    for entry in spec["dependencies"]:
+        flat.extend(entry["pip"] if isinstance(entry, dict) else [entry])
+    assert conda_requirements((ROOT / "environment.yml").read_text()) == flat
+
+
+def test_environment_yml_and_pyproject_name_the_same_packages():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_side = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        pip_side.extend(extra)
+    conda_side = conda_requirements((ROOT / "environment.yml").read_text())
+    pip_names = {_name(r) for r in pip_side}
+    conda_names = {_name(r) for r in conda_side} - NOT_PACKAGES
+    assert "torch" in pip_names and "peft" in pip_names and "nbval" in pip_names
+    assert conda_names - pip_names == set(), "in environment.yml only"
+    assert pip_names - conda_names == set(), "in pyproject.toml only"
+
+
+def test_console_script_and_notebook_tests_are_configured():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["project"]["scripts"]["lora-leak"] == "lora_leak_lib.cli:main"
+    assert "--nbval-lax" in config["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "notebooks" in config["tool"]["pytest"]["ini_options"]["testpaths"]
