@@ -1,13 +1,422 @@
 """Federated LoRA fine-tuning in one process: clients, a server, and what the curious server captures."""
 from __future__ import annotations
 
-from typing import Sequence
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from peft import PeftModel
+from tqdm.auto import tqdm
+from transformers import BertForSequenceClassification
 
 from . import config, data, gradients, lora, models
 from .attacks.base import SharedUpdate
+
+PROTOCOLS = ("fedsgd", "fedavg")
+"""FedSGD: each client sends one gradient of one batch. FedAvg: each client sends the delta of E local steps."""
+OPTIMIZERS = ("sgd", "adam")
+KINDS = {"fedsgd": "gradient", "fedavg": "delta"}
+State = OrderedDict  # name -> tensor, the adapter state (or update) that travels
+
+
+@dataclass(frozen=True)
+class FederatedSetup:
+    """The public set-up every party knows: model, LoRA configuration, protocol and its step sizes.
+
+    ``lr`` is the server's step on the mean gradient in FedSGD and each client's local step in FedAvg.
+    """
+
+    model_name: str = "tiny-bert"
+    rank: int = 8
+    alpha: float | None = None
+    targets: tuple[str, ...] = lora.DEFAULT_TARGETS
+    train_head: bool = True
+    num_labels: int = 2
+    model_seed: int = 0
+    protocol: str = "fedavg"
+    lr: float = 0.05
+    local_steps: int = 1
+    optimizer: str = "sgd"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        models.check_model_name(self.model_name)
+        lora.check_rank(self.rank)
+        check_protocol(self.protocol)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+        for name in ("local_steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"the learning rate must be positive, got {self.lr!r}.")
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", float(2 * self.rank))
+        object.__setattr__(self, "targets", tuple(self.targets))
+
+    @property
+    def kind(self) -> str:
+        """What a client sends: ``"gradient"`` (FedSGD) or ``"delta"`` (FedAvg)."""
+        return KINDS[self.protocol]
+
+    def build_model(self) -> PeftModel:
+        """The shared model with fresh LoRA adapters (``B = 0``), exactly as ``SharedUpdate.public_model`` builds it."""
+        base = models.load_model(self.model_name, self.num_labels, seed=self.model_seed)
+        return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head).eval()
+
+
+def check_protocol(protocol: str) -> str:
+    """Return ``protocol`` or raise one clear error naming the known protocols."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}.")
+    return protocol
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    """What one client sends in one round: its update of the trainable tensors and its aggregation weight.
+
+    ``n_examples`` is the batch size in FedSGD and the size of the local dataset in FedAvg (as Flower sends it).
+    """
+
+    client_id: int
+    round: int
+    kind: str
+    update: State
+    n_examples: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the server's message log: who sent what, in which round, and how big it was."""
+
+    client_id: int
+    round: int
+    kind: str
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    bytes: int
+    n_examples: int
+
+    @classmethod
+    def of(cls, message: ClientMessage) -> "LogEntry":
+        """The log entry of a message: metadata only, no tensor values."""
+        u = message.update
+        return cls(message.client_id, message.round, message.kind, tuple(u), tuple(tuple(t.shape) for t in u.values()),
+                   tuple(str(t.dtype).replace("torch.", "") for t in u.values()), gradients.update_bytes(u),
+                   message.n_examples)
+
+
+def _seed_for(*numbers: int) -> int:
+    """One reproducible seed from several integers (seed, client, round, step)."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
+
+
+class Client:
+    """One participant: private examples that never leave it, and the local update it runs on the global adapter.
+
+    In this in-process simulation several clients may share one ``model`` object: each update starts by
+    loading the global state the server sent, so nothing of one client remains for the next.
+    """
+
+    def __init__(self, client_id: int, examples: Sequence[data.Example], model: PeftModel,
+                 setup: FederatedSetup, seed: int = 0) -> None:
+        if not examples:
+            raise ValueError(f"client {client_id} has no examples: give every client at least one sentence.")
+        self.client_id, self.examples, self.model, self.setup, self.seed = client_id, list(examples), model, setup, seed
+        self.tokenizer = models.load_tokenizer(setup.model_name)
+        self.last_batches: list[list[data.Example]] = []  # kept for checking attacks; never sent
+
+    def batch(self, round: int, step: int = 0) -> list[data.Example]:
+        """The private batch of one local step: all examples when they fit, else a draw fixed by
+        (seed, client, round, step), so that a re-run sends the same update."""
+        if self.setup.batch_size >= len(self.examples):
+            return list(self.examples)
+        generator = torch.Generator().manual_seed(_seed_for(self.seed, self.client_id, round, step))
+        index = torch.randperm(len(self.examples), generator=generator)[: self.setup.batch_size]
+        return [self.examples[i] for i in sorted(index.tolist())]
+
+    def loss(self, batch: Sequence[data.Example]) -> torch.Tensor:
+        """Mean cross-entropy of the model on a batch of private examples."""
+        encoded = data.encode(self.tokenizer, [e.text for e in batch], models.max_tokens(self.model))
+        return gradients.classification_loss(self.model, encoded["input_ids"], encoded["attention_mask"],
+                                              torch.tensor([e.label for e in batch]))
+
+    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> ClientMessage:
+        """Load the global adapter, run the protocol on private data, and return only the trainable tensors."""
+        gradients.load_trainable_state(self.model, global_state)
+        self.model.eval()  # dropout is 0 anyway; eval keeps every run deterministic
+        if self.setup.protocol == "fedsgd":
+            batch = self.batch(round)
+            encoded = data.encode(self.tokenizer, [e.text for e in batch], models.max_tokens(self.model))
+            update = gradients.shared_gradients(self.model, encoded["input_ids"], encoded["attention_mask"],
+                                                torch.tensor([e.label for e in batch]))
+            self.last_batches = [batch]
+        else:
+            update = self._local_training(global_state, round)
+        weight = len(self.last_batches[0]) if self.setup.protocol == "fedsgd" else len(self.examples)
+        return ClientMessage(self.client_id, round, self.setup.kind, update, weight, len(self.last_batches[0]))
+
+    def _local_training(self, global_state: dict[str, torch.Tensor], round: int) -> State:
+        """E local steps of SGD or Adam (fresh optimizer every round); returns ``θ_after − θ_global``."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer_class = torch.optim.SGD if self.setup.optimizer == "sgd" else torch.optim.Adam
+        optimizer = optimizer_class(params, lr=self.setup.lr)
+        self.last_batches = []
+        for step in range(self.setup.local_steps):
+            batch = self.batch(round, step)
+            optimizer.zero_grad()
+            self.loss(batch).backward()
+            optimizer.step()
+            self.last_batches.append(batch)
+        optimizer.zero_grad(set_to_none=True)
+        before = OrderedDict((n, global_state[n]) for n in gradients.trainable_names(self.model))
+        return gradients.weight_delta(before, gradients.trainable_state(self.model))
+
+
+def weighted_mean(updates: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> State:
+    """``Σ w_i u_i / Σ w_i`` tensor by tensor: each ``A`` and each ``B`` is averaged on its own."""
+    if not updates or len(updates) != len(weights):
+        raise ValueError("give one weight per update and at least one update.")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {list(weights)}.")
+    names = list(updates[0])
+    if any(list(u) != names for u in updates):
+        raise ValueError("the updates hold different tensor names: every client must send the same adapter.")
+    total = float(sum(weights))
+    return OrderedDict((n, sum(w * u[n] for w, u in zip(weights, updates)) / total) for n in names)
+
+
+class Server:
+    """The aggregator: sends the global adapter, averages what comes back, and logs and keeps every message.
+
+    Being honest-but-curious, it can hand any client's update, with the state it sent that round, to an
+    attack: ``server.captured(client_id, round)`` returns the ``SharedUpdate`` every attack consumes.
+    """
+
+    def __init__(self, setup: FederatedSetup, initial_state: dict[str, torch.Tensor]) -> None:
+        self.setup = setup
+        self.global_state: State = OrderedDict((n, t.detach().clone()) for n, t in initial_state.items())
+        self.sent: dict[int, State] = {}  # round -> global state sent that round
+        self.received: dict[tuple[int, int], ClientMessage] = {}  # (client, round) -> message
+        self.log: list[LogEntry] = []
+
+    def broadcast(self, round: int) -> State:
+        """The global adapter state for ``round`` (a copy per round is kept: the attacker hook needs it)."""
+        self.sent[round] = OrderedDict((n, t.clone()) for n, t in self.global_state.items())
+        return OrderedDict((n, t.clone()) for n, t in self.global_state.items())
+
+    def receive(self, message: ClientMessage) -> LogEntry:
+        """Log and keep one client message; refuse tensors that are not the adapter the server sent."""
+        if list(message.update) != list(self.global_state):
+            raise ValueError(f"client {message.client_id} sent tensors other than the trainable adapter.")
+        entry = LogEntry.of(message)
+        self.received[(message.client_id, message.round)] = message
+        self.log.append(entry)
+        return entry
+
+    def aggregate(self, round: int) -> State:
+        """FedAvg of this round's messages weighted by examples, applied to the global state; returns it."""
+        messages = [m for (_, r), m in sorted(self.received.items()) if r == round]
+        if not messages:
+            raise ValueError(f"no client message arrived in round {round}: nothing to aggregate.")
+        mean = weighted_mean([m.update for m in messages], [m.n_examples for m in messages])
+        step = -self.setup.lr if self.setup.protocol == "fedsgd" else 1.0
+        self.global_state = OrderedDict((n, t + step * mean[n]) for n, t in self.global_state.items())
+        return self.global_state
+
+    def captured(self, client_id: int, round: int) -> SharedUpdate:
+        """What the curious server hands an attack: one client's update and the global state it was computed on."""
+        if (client_id, round) not in self.received:
+            raise ValueError(f"no message from client {client_id} in round {round}: see server.log for what arrived.")
+        m, s = self.received[(client_id, round)], self.setup
+        return SharedUpdate(
+            update=OrderedDict((n, t.clone()) for n, t in m.update.items()),
+            global_state=OrderedDict((n, t.clone()) for n, t in self.sent[round].items()),
+            model_name=s.model_name, rank=s.rank, alpha=s.alpha, targets=s.targets, train_head=s.train_head,
+            num_labels=s.num_labels, model_seed=s.model_seed, kind=m.kind, batch_size=m.batch_size, lr=s.lr,
+            local_steps=1 if m.kind == "gradient" else s.local_steps, client_id=client_id, round=round,
+            optimizer=s.optimizer if m.kind == "delta" else "sgd",
+        )
+
+
+def flatten(update: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Every tensor of an update in one float64 vector, in the order the client sent them."""
+    return torch.cat([t.detach().double().flatten() for t in update.values()])
+
+
+def cosine_similarity(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Cosine of the angle between two updates seen as single vectors (1: same direction)."""
+    if list(a) != list(b):
+        raise ValueError("the two updates hold different tensor names: compare updates of the same adapter.")
+    x, y = flatten(a), flatten(b)
+    return float(x @ y / (x.norm() * y.norm()).clamp_min(1e-300))
+
+
+def split_among_clients(examples: Sequence[data.Example], n_clients: int, held_out: float = 0.25,
+                        seed: int = 0) -> tuple[list[list[data.Example]], list[data.Example]]:
+    """Shuffle, keep a label-balanced held-out share for evaluation, and deal the rest round-robin to clients."""
+    if not isinstance(n_clients, int) or isinstance(n_clients, bool) or n_clients < 1:
+        raise ValueError(f"n_clients must be a positive integer, got {n_clients!r}: try 4.")
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out is the share kept for evaluation, in [0, 1), got {held_out!r}.")
+    shuffled = list(examples)
+    random.Random(seed).shuffle(shuffled)
+    by_label = [[e for e in shuffled if e.label == label] for label in sorted({e.label for e in shuffled})]
+    evaluation = [e for group in by_label for e in group[: round(held_out * len(group))]]
+    chosen = set(map(id, evaluation))
+    training = [e for e in shuffled if id(e) not in chosen]
+    if n_clients > len(training):
+        raise ValueError(f"{n_clients} clients but only {len(training)} training sentences: "
+                         f"use at most {len(training)} clients or more data.")
+    return [training[i::n_clients] for i in range(n_clients)], evaluation
+
+
+@torch.no_grad()
+def evaluate(model: PeftModel, examples: Sequence[data.Example], model_name: str = "tiny-bert",
+             batch_size: int = 64) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the model on held-out examples."""
+    if not examples:
+        raise ValueError("no held-out examples to evaluate on: set held_out > 0.")
+    tokenizer, total_loss, correct = models.load_tokenizer(model_name), 0.0, 0
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        encoded = data.encode(tokenizer, [e.text for e in chunk], models.max_tokens(model))
+        labels = torch.tensor([e.label for e in chunk])
+        logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+        total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == labels).sum())
+    return total_loss / len(examples), correct / len(examples)
+
+
+@dataclass
+class FederatedHistory:
+    """A federated run: held-out loss and accuracy before round 0 (index 0) and after each round, and the log."""
+
+    setup: FederatedSetup
+    loss: list[float]
+    accuracy: list[float]
+    server: Server
+    clients: list[Client]
+    held_out: list[data.Example]
+    model: PeftModel = field(repr=False)
+
+    @property
+    def log(self) -> list[LogEntry]:
+        """Every message the server received, in arrival order."""
+        return self.server.log
+
+    def client_update(self, client_id: int, round: int, **changes) -> ClientMessage:
+        """Re-run one client from the global state of ``round`` with a changed set-up (e.g. ``local_steps=4``).
+
+        Nothing is logged or aggregated: this is the course asking "what would this client have sent?".
+        """
+        if not 0 <= client_id < len(self.clients) or round not in self.server.sent:
+            raise ValueError(f"no client {client_id} in round {round}: clients 0 to {len(self.clients) - 1}, "
+                             f"rounds 0 to {len(self.server.sent) - 1}.")
+        original = self.clients[client_id]
+        client = Client(client_id, original.examples, self.model, replace(self.setup, **changes), original.seed)
+        try:
+            return client.client_update(self.server.sent[round], round)
+        finally:
+            gradients.load_trainable_state(self.model, self.server.global_state)
+
+    def bytes_per_round(self) -> list[int]:
+        """Bytes uploaded by all clients together, round by round."""
+        totals: dict[int, int] = {}
+        for entry in self.log:
+            totals[entry.round] = totals.get(entry.round, 0) + entry.bytes
+        return [totals[r] for r in sorted(totals)]
+
+
+def load_examples(source: str | Path | Sequence[data.Example] | None, limit: int | None = None,
+                  seed: int = 0) -> list[data.Example]:
+    """The pool of labelled sentences: the course sentences (``None``), a Rotten Tomatoes folder, or a list."""
+    if source is None:
+        return data.course_sentences()
+    if isinstance(source, (str, Path)):
+        return data.rotten_tomatoes(source, limit=limit, seed=seed)
+    return list(source)
+
+
+def run_federated(model_name: str = "tiny-bert", n_clients: int = 4, rounds: int = 10, protocol: str = "fedavg",
+                  *, source: str | Path | Sequence[data.Example] | None = None, limit: int | None = None,
+                  held_out: float = 0.25, rank: int = 8, alpha: float | None = None,
+                  targets: Sequence[str] = lora.DEFAULT_TARGETS, train_head: bool = True, lr: float = 3e-3,
+                  local_steps: int = 2, optimizer: str = "adam", batch_size: int = 8, seed: int = 0,
+                  progress: bool = True, make_client: Callable[..., Client] = Client,
+                  make_server: Callable[..., Server] = Server) -> FederatedHistory:
+    """Federated LoRA fine-tuning of a sentiment classifier: ``rounds`` rounds of ``n_clients`` clients.
+
+    ``source`` is ``None`` for the course sentences, a folder with ``rt-polarity.pos/.neg`` for Rotten
+    Tomatoes (``limit`` sentences), or a list of ``Example``. Every client takes part in every round.
+    ``make_client(client_id, examples, model, setup, seed)`` and ``make_server(setup, initial_state)``
+    build the parties; ``lora_leak_lib.defenses`` passes defended ones. The defaults (FedAvg, 2 local
+    Adam steps at ``lr=3e-3``) learn on ``minilm``; FedSGD wants ``lr≈0.5``.
+    """
+    check_protocol(protocol)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+        raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}.")
+    setup = FederatedSetup(model_name, rank, alpha, tuple(targets), train_head, 2, seed, protocol, lr,
+                           local_steps, optimizer, batch_size)
+    shards, evaluation = split_among_clients(load_examples(source, limit, seed), n_clients, held_out, seed)
+    config.set_seed(seed)
+    model = setup.build_model()
+    server = make_server(setup, gradients.trainable_state(model))
+    clients = [make_client(i, shard, model, setup, seed) for i, shard in enumerate(shards)]
+    loss, accuracy = evaluate(model, evaluation, model_name)
+    history = FederatedHistory(setup, [loss], [accuracy], server, clients, evaluation, model)
+    for r in tqdm(range(rounds), desc=f"{protocol} rounds", disable=not progress):
+        state = server.broadcast(r)
+        for client in clients:
+            server.receive(client.client_update(state, r))
+        gradients.load_trainable_state(model, server.aggregate(r))
+        loss, accuracy = evaluate(model, evaluation, model_name)
+        history.loss.append(loss)
+        history.accuracy.append(accuracy)
+    return history
+
+
+@dataclass(frozen=True)
+class WireCost:
+    """Numbers one client uploads per round with LoRA only and with full fine-tuning, from the architecture."""
+
+    model_name: str
+    lora_parameters: int
+    full_parameters: int
+    bytes_per_number: int = 4
+
+    @property
+    def lora_bytes(self) -> int:
+        return self.lora_parameters * self.bytes_per_number
+
+    @property
+    def full_bytes(self) -> int:
+        return self.full_parameters * self.bytes_per_number
+
+    @property
+    def share(self) -> float:
+        """Fraction of the model that a LoRA client sends."""
+        return self.lora_parameters / self.full_parameters
+
+
+def wire_cost(model_name: str, rank: int = 8, targets: Sequence[str] = lora.DEFAULT_TARGETS,
+              train_head: bool = True, num_labels: int = 2, bytes_per_number: int = 4) -> WireCost:
+    """Parameters and bytes of one client message, LoRA-only vs full, built on the meta device (no weights)."""
+    with torch.device("meta"):
+        model = BertForSequenceClassification(models.bert_config(model_name, num_labels=num_labels))
+        full = lora.count_parameters(model)
+        adapted = lora.apply_lora(model, rank, targets=targets, train_head=train_head)
+        sent = lora.count_parameters(adapted, trainable_only=True)
+    return WireCost(model_name, sent, full, bytes_per_number)
 
 
 def train_adapter(model: PeftModel, examples: Sequence[data.Example], steps: int, lr: float = 1e-3,
@@ -45,16 +454,13 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str 
     if len(texts) != len(labels) or not texts:
         raise ValueError("give one label per text and at least one text.")
     config.set_seed(seed)
-    alpha = 2 * rank if alpha is None else alpha
-    base = models.load_model(model_name, seed=seed)
-    model = lora.apply_lora(base, rank, alpha, targets, train_head)
+    setup = FederatedSetup(model_name, rank, alpha, tuple(targets), train_head, 2, seed, "fedsgd",
+                           batch_size=len(texts))
+    model = setup.build_model()
     public = [e for e in data.course_sentences() if e.text not in texts]
     train_adapter(model, public, rounds, seed=seed)
     model.eval()
-    global_state = gradients.trainable_state(model)
-    encoded = data.encode(models.load_tokenizer(model_name), list(texts), models.max_tokens(model))
-    update = gradients.shared_gradients(model, encoded["input_ids"], encoded["attention_mask"],
-                                        torch.tensor(list(labels)))
-    return SharedUpdate(update=update, global_state=global_state, model_name=model_name, rank=rank, alpha=alpha,
-                        targets=tuple(targets), train_head=train_head, model_seed=seed, batch_size=len(texts),
-                        round=rounds)
+    server = Server(setup, gradients.trainable_state(model))
+    client = Client(0, [data.Example(t, int(y)) for t, y in zip(texts, labels)], model, setup, seed)
+    server.receive(client.client_update(server.broadcast(rounds), rounds))
+    return server.captured(0, rounds)

@@ -18,6 +18,7 @@ class SharedUpdate:
     ``update`` maps trainable tensor names to the gradient (``kind="gradient"``, FedSGD) or weight delta
     (``kind="delta"``, FedAvg) the client sent; ``global_state`` is the adapter state the server sent that
     round. The remaining fields are what the server knows anyway: the model, LoRA set-up and protocol.
+    ``full_finetune=True`` means no LoRA: every parameter trains and is shared (``rank`` is then ignored).
     """
 
     update: OrderedDict[str, torch.Tensor]
@@ -36,10 +37,15 @@ class SharedUpdate:
     local_steps: int = 1
     client_id: int = 0
     round: int = 0
+    optimizer: str = "sgd"
+    full_finetune: bool = False
 
     def public_model(self) -> PeftModel:
         """The model the server shares with clients, with this round's global adapter state loaded."""
         base = models.load_model(self.model_name, self.num_labels, seed=self.model_seed)
+        if self.full_finetune:
+            gradients.load_trainable_state(base, self.global_state)
+            return base.eval()
         model = lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head)
         gradients.load_trainable_state(model, self.global_state)
         return model.eval()
