@@ -1,0 +1,208 @@
+"""Checkers give the right verdict and a specific hint; student copies are generated and current."""
+import nbformat
+import pytest
+import torch
+
+from lora_leak_lib import exercises
+
+
+@pytest.fixture
+def lora_case():
+    torch.manual_seed(0)
+    r, alpha = 4, 16
+    return dict(A=torch.randn(r, 8), B=torch.randn(6, r), G=torch.randn(6, 8), alpha=alpha, r=r)
+
+
+def test_dL_dB_right_and_wrong(lora_case):
+    A, G, s = lora_case["A"], lora_case["G"], lora_case["alpha"] / lora_case["r"]
+    args = dict(A=A, G=G, alpha=lora_case["alpha"], r=lora_case["r"])
+    assert exercises.check_lora_gradient_B(s * G @ A.T, **args).ok
+    wrong = exercises.check_lora_gradient_B(G @ A.T, **args)
+    assert not wrong.ok and "alpha/r" in wrong.message
+    transposed = exercises.check_lora_gradient_B((s * G @ A.T).T, **args)
+    assert not transposed.ok and "transpose" in transposed.message
+    assert "sign" in exercises.check_lora_gradient_B(-s * G @ A.T, **args).message
+    assert "torch.Tensor" in exercises.check_lora_gradient_B([1, 2], **args).message
+
+
+def test_dL_dA_right_and_wrong(lora_case):
+    B, G, s = lora_case["B"], lora_case["G"], lora_case["alpha"] / lora_case["r"]
+    args = dict(B=B, G=G, alpha=lora_case["alpha"], r=lora_case["r"])
+    assert exercises.check_lora_gradient_A(s * B.T @ G, **args).ok
+    wrong = exercises.check_lora_gradient_A(B.T @ G / s, **args)
+    assert not wrong.ok and "r/alpha" in wrong.message
+    assert "wrong values" in exercises.check_lora_gradient_A(torch.randn(4, 8), **args).message
+
+
+def test_parameter_count_right_and_wrong():
+    assert exercises.check_parameter_count(4096, 4096).ok
+    double = exercises.check_parameter_count(8192, 4096)
+    assert not double.ok and "too high" in double.message and "2×" in double.message
+    assert "too low" in exercises.check_parameter_count(100, 4096).message
+    assert "int" in exercises.check_parameter_count(1.5, 4096).message
+
+
+def test_strip_solutions_keeps_indent_and_rejects_unbalanced():
+    source = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"
+    assert exercises.strip_solutions(source) == "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError\n"
+    with pytest.raises(ValueError, match="unbalanced"):
+        exercises.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+
+
+def test_student_copies_written_and_staleness_detected(tmp_path):
+    source, target = tmp_path / "nb", tmp_path / "student"
+    source.mkdir()
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("answer = None\n### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION\n")])
+    nbformat.write(notebook, source / "01_x.ipynb")
+    assert exercises.stale_student_notebooks(source, target) == ["01_x.ipynb"]
+    exercises.write_student_notebooks(source, target)
+    assert exercises.stale_student_notebooks(source, target) == []
+    student = nbformat.read(target / "01_x.ipynb", as_version=4)
+    assert "42" not in student.cells[0].source and "NotImplementedError" in student.cells[0].source
+    notebook.cells[0].source += "print(answer)\n"
+    nbformat.write(notebook, source / "01_x.ipynb")
+    assert exercises.stale_student_notebooks(source, target) == ["01_x.ipynb"]
+
+
+def test_repository_student_notebooks_are_current():
+    stale = exercises.stale_student_notebooks()
+    assert stale == [], f"student notebooks are stale: run `lora-leak student` ({stale})"
+
+
+def test_label_from_bias_right_and_wrong():
+    gradient = torch.tensor([0.3, -0.3])  # dL/db = softmax − onehot(y): the true class (1) is negative
+    assert exercises.check_label_from_bias(1, gradient).ok
+    assert exercises.check_label_from_bias(torch.tensor(1), gradient).ok
+    argmax = exercises.check_label_from_bias(0, gradient)
+    assert not argmax.ok and "negative" in argmax.message and "argmin" in argmax.message
+    delta = -0.5 * gradient  # one SGD step flips the signs
+    assert exercises.check_label_from_bias(1, delta, kind="delta").ok
+    like_gradient = exercises.check_label_from_bias(0, delta, kind="delta")
+    assert not like_gradient.ok and "like a gradient" in like_gradient.message
+    assert "class index" in exercises.check_label_from_bias("positive", gradient).message
+    assert "does not exist" in exercises.check_label_from_bias(2, gradient).message
+    assert "int" in exercises.check_label_from_bias(0.0, gradient).message
+    with pytest.raises(ValueError, match="kind"):
+        exercises.check_label_from_bias(1, gradient, kind="weights")
+
+
+@pytest.fixture
+def lora_update():
+    """A LoRA update as the course's clients send it: 2 layers × (query, value), r = 4, d = 16, a 2-class head."""
+    update = {}
+    for layer in range(2):
+        for target in ("query", "value"):
+            prefix = f"bert.encoder.layer.{layer}.attention.self.{target}"
+            update[f"{prefix}.lora_A.default.weight"] = torch.zeros(4, 16)
+            update[f"{prefix}.lora_B.default.weight"] = torch.zeros(16, 4)
+    update["classifier.modules_to_save.default.weight"] = torch.zeros(2, 16)
+    update["classifier.modules_to_save.default.bias"] = torch.zeros(2)
+    return update
+
+
+def test_update_bytes_right_and_wrong(lora_update):
+    adapter, head = 2 * 2 * (4 * 16 + 16 * 4), 2 * 16 + 2
+    truth = 4 * (adapter + head)
+    assert exercises.check_update_bytes(truth, lora_update).ok
+    assert "numbers, not bytes" in exercises.check_update_bytes(adapter + head, lora_update).message
+    assert "bits" in exercises.check_update_bytes(8 * truth, lora_update).message
+    assert "head" in exercises.check_update_bytes(4 * adapter, lora_update).message
+    assert "bias" in exercises.check_update_bytes(truth - 8, lora_update).message
+    half = exercises.check_update_bytes(4 * (adapter // 2 + head), lora_update)
+    assert not half.ok and "both A" in half.message
+    full = exercises.check_update_bytes(4 * (2 * 2 * 16 * 16 + head), lora_update)
+    assert not full.ok and "full d_out × d_in" in full.message
+    assert "too many" in exercises.check_update_bytes(truth + 1, lora_update).message
+    assert "int" in exercises.check_update_bytes("4 kB", lora_update).message
+
+
+def test_update_bytes_names_one_layer_when_layers_and_targets_differ(lora_update):
+    for name in [n for n in lora_update if ".value." in n]:
+        del lora_update[name]  # query only, and a third layer: one layer is a third of the adapter
+    lora_update["bert.encoder.layer.2.attention.self.query.lora_A.default.weight"] = torch.zeros(4, 16)
+    lora_update["bert.encoder.layer.2.attention.self.query.lora_B.default.weight"] = torch.zeros(16, 4)
+    adapter, head = 3 * (4 * 16 + 16 * 4), 2 * 16 + 2
+    one_layer = exercises.check_update_bytes(4 * (adapter // 3 + head), lora_update)
+    assert not one_layer.ok and "one layer" in one_layer.message and "3" in one_layer.message
+
+
+def test_rank_bound_right_and_wrong():
+    assert exercises.check_rank_bound(4, 9, 4).ok
+    assert exercises.check_rank_bound([3, 4, 4], [3, 9, 20], 4).ok
+    assert "that is n" in exercises.check_rank_bound([3, 9, 20], [3, 9, 20], 4).message
+    assert "that is r" in exercises.check_rank_bound([4, 4, 4], [3, 9, 20], 4).message
+    assert "larger" in exercises.check_rank_bound([4, 9, 20], [3, 9, 20], 4).message
+    odd = exercises.check_rank_bound([3, 4, 5], [3, 9, 20], 4)
+    assert not odd.ok and "n = 20" in odd.message
+    assert "one rank per token count" in exercises.check_rank_bound([3, 4], [3, 9, 20], 4).message
+    assert "int" in exercises.check_rank_bound(4.0, 9, 4).message
+
+
+@pytest.fixture
+def client_updates():
+    torch.manual_seed(0)
+    updates = [{"A": torch.randn(2, 3), "B": torch.randn(3, 2)} for _ in range(3)]
+    return updates, [10, 11, 30]
+
+
+def test_weighted_mean_right_and_wrong(client_updates):
+    updates, weights = client_updates
+    right = {n: sum(w * u[n] for w, u in zip(weights, updates)) / sum(weights) for n in ("A", "B")}
+    assert exercises.check_weighted_mean(right, updates, weights).ok
+    plain = {n: sum(u[n] for u in updates) / 3 for n in ("A", "B")}
+    assert "plain mean" in exercises.check_weighted_mean(plain, updates, weights).message
+    summed = {n: sum(w * u[n] for w, u in zip(weights, updates)) for n in ("A", "B")}
+    assert "weighted sum" in exercises.check_weighted_mean(summed, updates, weights).message
+    per_client = {n: v / 3 for n, v in summed.items()}
+    assert "number of clients" in exercises.check_weighted_mean(per_client, updates, weights).message
+    assert "missing 'B'" in exercises.check_weighted_mean({"A": right["A"]}, updates, weights).message
+    assert "shape" in exercises.check_weighted_mean({"A": right["A"].T, "B": right["B"]}, updates, weights).message
+    assert "dict" in exercises.check_weighted_mean(right["A"], updates, weights).message
+    product = {"A": right["A"], "B": right["B"] * 2}
+    assert "wrong values" in exercises.check_weighted_mean(product, updates, weights).message
+
+
+def test_gradient_from_delta_right_and_wrong(client_updates):
+    gradient, lr = client_updates[0][0], 0.1
+    delta = {n: -lr * g for n, g in gradient.items()}
+    assert exercises.check_gradient_from_delta({n: -d / lr for n, d in delta.items()}, delta, lr).ok
+    def scaled(factor):
+        return {n: factor * d for n, d in delta.items()}
+
+    assert "not divided by lr" in exercises.check_gradient_from_delta(scaled(-1), delta, lr).message
+    assert "multiplied by lr" in exercises.check_gradient_from_delta(scaled(-lr), delta, lr).message
+    assert "wrong sign" in exercises.check_gradient_from_delta(scaled(1 / lr), delta, lr).message
+    assert "delta itself" in exercises.check_gradient_from_delta(delta, delta, lr).message
+    with pytest.raises(ValueError, match="learning rate"):
+        exercises.check_gradient_from_delta(delta, delta, 0.0)
+
+
+def test_cli_student_writes_copies_and_check_reports_stale(tmp_path, capsys):
+    from lora_leak_lib import cli
+
+    source = tmp_path / "nb"
+    source.mkdir()
+    cell = nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n")
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    nbformat.write(notebook, source / "01_x.ipynb")
+    folders = ["--source", str(source), "--target", str(tmp_path / "student")]
+    assert cli.main(["student", "--check", *folders]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "01_x.ipynb" in out and "lora-leak student" in out
+    assert cli.main(["student", *folders]) == 0
+    assert (tmp_path / "student" / "01_x.ipynb").exists()
+    assert cli.main(["student", "--check", *folders]) == 0
+    assert cli.main(["student", "--source", str(tmp_path / "nowhere")]) == 2
+    assert "no notebook folder" in capsys.readouterr().err
+
+
+def test_every_solution_block_is_followed_by_an_assert():
+    """nbval proves a solution only if its cell asserts something about it after the block (best: ``feedback.ok``)."""
+    unchecked = []
+    for path in sorted(exercises.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "code" and exercises.SOLUTION_BEGIN in cell.source:
+                if "assert " not in cell.source.rsplit(exercises.SOLUTION_END, 1)[-1]:
+                    unchecked.append(f"{path.name} cell {index}")
+    assert unchecked == [], f"solution blocks with no assert after them: {unchecked}"
