@@ -1,12 +1,14 @@
-"""The ``lora-leak`` command: ``lora-leak demo`` shows one federated LoRA step and what it leaks."""
+"""The ``lora-leak`` command: ``demo`` shows one federated LoRA step, ``attack`` rebuilds a text, ``bench`` the table."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import config, data, gradients, lora, models
-from .attacks import infer_labels
+from .attacks import infer_labels, lora_attacks
 from .fl import capture_update
 
 
@@ -41,6 +43,79 @@ def demo(args: argparse.Namespace) -> None:
     print("\nLater chapters rebuild the words themselves: open the course with `jupyter lab notebooks/`.")
 
 
+def attack(args: argparse.Namespace) -> None:
+    """Simulate one client's LoRA update on each text, attack it, print the reconstruction and its scores."""
+    config.setup(args.seed)
+    models.check_model_name(args.model)
+    lora_attacks.get_attack(args.attack)
+    if (args.text is None) == (args.file is None):
+        raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
+    if args.file is not None:
+        path = Path(args.file)
+        if not path.is_file():
+            raise ValueError(f"no file at {path}: give a text file with one sentence a line.")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise ValueError(f"{path} holds no sentence: write one sentence a line.")
+    else:
+        texts = [data.check_text(args.text)]
+    limit = models.bert_config(args.model).max_position_embeddings - 2
+    for text in texts:
+        count = data.n_tokens(models.load_tokenizer(args.model), data.check_text(text))
+        if count > limit:
+            raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}: shorten it.")
+    for text in texts:
+        row = lora_attacks.attack_texts([text], [args.label], args.model, args.rank, args.rounds, args.attack,
+                                        args.seed)[0]
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"original       : {row['original']}")
+            print(f"reconstruction : {row['reconstruction']}")
+            print(f"token accuracy : {row['token_accuracy']:.1%}   ROUGE-1 {row['rouge1']:.1%}   "
+                  f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
+            round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
+            print(f"attack         : {row['attack']} on {row['model']}, r={row['rank']}, {round_}, "
+                  f"{row['seconds']:.1f} s\n")
+
+
+def bench(args: argparse.Namespace) -> None:
+    """Run the leakage table on Rotten Tomatoes sentences and print it (and write JSON with ``--out``)."""
+    config.setup(args.seed)
+    examples = data.rotten_tomatoes(args.data, seed=args.seed)
+    settings = [s for s in lora_attacks.BENCHMARK if args.model in (None, s.model)]
+    results = []
+    print(f"{'setting':<58} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} {'s/sent':>7}")
+    for setting in settings:
+        result = lora_attacks.run_setting(setting, examples, args.count, args.seed, args.dlg_steps)
+        results.append(result)
+        print(f"{setting.label():<58} {result['token_accuracy']:>9.1%} {result['rouge1']:>8.1%} "
+              f"{result['rouge2']:>8.1%} {result['seconds']:>7.2f}", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def student(args: argparse.Namespace) -> int:
+    """Write the student copies of the notebooks (solutions removed), or with ``--check`` list the stale ones."""
+    from . import exercises
+
+    source = Path(args.source) if args.source else exercises.NOTEBOOKS
+    target = Path(args.target) if args.target else source / "student"
+    if not source.is_dir():
+        raise ValueError(f"no notebook folder at {source}: pass --source with the course's notebooks/ folder.")
+    if args.check:
+        stale = exercises.stale_student_notebooks(source, target)
+        if stale:
+            print(f"stale student notebooks (run `lora-leak student`): {', '.join(stale)}")
+            return 1
+        print(f"student notebooks in {target} are current.")
+        return 0
+    written = exercises.write_student_notebooks(source, target)
+    print(f"wrote {len(written)} student notebooks to {target}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; a ``ValueError`` becomes one line on stderr and exit status 2."""
     parser = argparse.ArgumentParser(prog="lora-leak", description="Private-data leakage from LoRA gradients.")
@@ -51,13 +126,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--index", type=int, default=6, help="which course sentence the client holds")
     p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     p.set_defaults(run=demo)
+    p = commands.add_parser("attack", help="simulate a client's LoRA update on a text and rebuild the text")
+    p.add_argument("--model", default="tiny-bert", help=f"one of {', '.join(models.MODELS)}")
+    p.add_argument("--text", help="the private sentence")
+    p.add_argument("--file", help="a text file, one private sentence a line (each one client update)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
+    p.add_argument("--rounds", type=int, default=lora_attacks.DEFAULT_ROUNDS,
+                   help="training steps of the global adapter before this round (0: first round, B = 0)")
+    p.add_argument("--attack", default="lora-best", help=f"one of {', '.join(lora_attacks.ATTACKS)}")
+    p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label")
+    p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    p.add_argument("--json", action="store_true", help="print one JSON object per sentence")
+    p.set_defaults(run=attack)
+    p = commands.add_parser("bench", help="the leakage table on Rotten Tomatoes sentences")
+    p.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
+    p.add_argument("--count", type=int, default=20, help="sentences per setting")
+    p.add_argument("--model", default=None, help="only the settings of this model")
+    p.add_argument("--dlg-steps", type=int, default=200, help="DLG steps for the round-0 setting")
+    p.add_argument("--out", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    p.set_defaults(run=bench)
+    p = commands.add_parser("student", help="write the student copies of the notebooks (solutions removed)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a student copy is stale")
+    p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
+    p.add_argument("--target", default=None, help="where student copies go (default: SOURCE/student)")
+    p.set_defaults(run=student)
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except ValueError as error:
         print(f"lora-leak: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,441 @@
+"""Exact token recovery from first-layer ``lora_A`` gradients: their rows lie in the span of the layer's inputs.
+
+For a LoRA module ``y = W x + s·B A x`` the gradient is ``dL/dA = s·Bᵀ G`` with ``G = Σ_t δ_t x_tᵀ``, so
+every row of ``dL/dA`` is a combination of the inputs ``x_t``. In the first layer those inputs are the
+embedding-layer outputs ``x = LN(E[v] + P[p] + T[0])``, one per (token ``v``, position ``p``), which the
+server can compute for the whole vocabulary. When the stacked first-layer rows (``r`` per module: query
+and value share their inputs) span all the ``x_t``, a token is in the sentence exactly when its vector lies
+in that span (DAGER's test, here on LoRA gradients). Beyond that rank, the span is a strict subspace of
+the inputs' span: matching pursuit picks (token, position) inputs one by one and a local search (token
+substitutions, LAMP-style swaps, moves) drives the part of the span outside the chosen inputs to zero,
+which only the true sentence achieves (a certificate).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .. import models
+from .base import Callback, Reconstruction, SharedUpdate
+from .labels import infer_labels
+
+CERTIFIED = 1e-4
+"""A residual this small (sum of squares over an orthonormal basis) means the inputs explain the whole span."""
+
+SHARED_INPUT_MODULES = ("query", "key", "value")
+"""Attention projections that all read the hidden state entering a layer: their ``lora_A`` rows share a span."""
+
+
+def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
+    """The ``lora_A`` gradient rows of every attention projection of ``layer``, stacked (``m × d``, float64)."""
+    rows = [t for name, t in update.items()
+            if f"layer.{layer}.attention.self." in name and "lora_A" in name
+            and any(f".{module}." in name for module in SHARED_INPUT_MODULES)]
+    if not rows:
+        raise ValueError(f"the update holds no lora_A of layer {layer}'s query/key/value: the span attack "
+                         "needs LoRA on an attention projection of that layer.")
+    return torch.cat([r.detach().double() for r in rows])
+
+
+def input_span(rows: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
+    """Orthonormal basis ``Q`` (``k × d``) of the row span, ``k`` its numerical rank (relative ``tol``).
+
+    Rows are normalised first, so a module with a small gradient counts as much as a large one.
+    """
+    norms = rows.norm(dim=1, keepdim=True)
+    rows = rows[norms.squeeze(1) > 0] / norms[norms.squeeze(1) > 0]
+    if rows.numel() == 0:
+        raise ValueError("every first-layer lora_A gradient is zero (round 0: B = 0, so dL/dA = 0): use the "
+                         "attack 'lora-best', which falls back to DLG in round 0, or capture a later round.")
+    _, sigma, vh = torch.linalg.svd(rows, full_matrices=False)
+    rank = int((sigma > tol * sigma[0]).sum())
+    return vh[:rank]
+
+
+def allowed_tokens(tokenizer) -> torch.Tensor:
+    """Ids the span test may place inside a sentence: the vocabulary less special and ``[unused]`` tokens."""
+    special = set(tokenizer.all_special_ids)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    keep = [i for i, tok in enumerate(vocab) if i not in special and not tok.startswith("[unused")]
+    return torch.tensor(keep)
+
+
+@dataclass
+class EmbeddingInputs:
+    """The first layer's input for any (token, position): ``x = γ ⊙ (ē_v + c̄_p)/σ_vp + β`` in closed form.
+
+    ``ē_v`` and ``c̄_p`` are the centred token and position(+type) embeddings; keeping them apart lets the
+    span test score the whole vocabulary at every position without building ``V × positions`` vectors.
+    """
+
+    tokens: torch.Tensor   # (V, d) centred word embeddings ē_v
+    positions: torch.Tensor  # (P, d) centred position + type-0 embeddings c̄_p
+    gamma: torch.Tensor    # (d,)
+    beta: torch.Tensor     # (d,)
+    eps: float
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module) -> "EmbeddingInputs":
+        """Read the embedding tables and LayerNorm of a (peft-wrapped) BERT."""
+        bert = model.get_base_model().bert if hasattr(model, "get_base_model") else model.bert
+        emb = bert.embeddings
+        words = emb.word_embeddings.weight.detach().double()
+        positions = emb.position_embeddings.weight.detach().double() + emb.token_type_embeddings.weight[0].detach().double()
+        return cls(words - words.mean(1, keepdim=True), positions - positions.mean(1, keepdim=True),
+                   emb.LayerNorm.weight.detach().double(), emb.LayerNorm.bias.detach().double(),
+                   float(emb.LayerNorm.eps))
+
+    def vectors(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``x`` for paired token ids and positions (``n × d``): what the embedding layer outputs."""
+        u = self.tokens[token_ids] + self.positions[positions]
+        sigma = torch.sqrt(u.pow(2).mean(1, keepdim=True) + self.eps)
+        return self.gamma * u / sigma + self.beta
+
+    def span_distances(self, basis: torch.Tensor, length: int, token_ids: torch.Tensor) -> torch.Tensor:
+        """Relative distance ``‖x − QᵀQx‖/‖x‖`` of every candidate, for positions ``0..length-1`` (``length × V``).
+
+        With ``x = (γ⊙ē + γ⊙c̄)/σ + β`` every term is a ``V × P`` matrix of inner products, so no
+        ``V × P × d`` tensor is built.
+        """
+        d = self.tokens.shape[1]
+        e, c = self.tokens[token_ids], self.positions[:length]
+        g2, gb = self.gamma ** 2, self.gamma * self.beta
+        sigma2 = (e.pow(2).sum(1, keepdim=True) + 2 * e @ c.T + c.pow(2).sum(1)) / d + self.eps   # (V, P)
+        a, b, q0 = e @ (basis * self.gamma).T, c @ (basis * self.gamma).T, basis @ self.beta   # (V,k) (P,k) (k,)
+        lin_q = (a @ q0)[:, None] + (b @ q0)[None]
+        proj2 = ((a.pow(2).sum(1, keepdim=True) + 2 * a @ b.T + b.pow(2).sum(1)) / sigma2
+                 + 2 * lin_q / sigma2.sqrt() + q0.pow(2).sum())
+        sq = ((e.pow(2) @ g2)[:, None] + 2 * (e * g2) @ c.T + (c.pow(2) @ g2)[None]) / sigma2
+        lin = ((e @ gb)[:, None] + (c @ gb)[None]) / sigma2.sqrt()
+        norm2 = sq + 2 * lin + self.beta.pow(2).sum()
+        return torch.sqrt(torch.clamp(norm2 - proj2, min=0.0) / norm2).T
+
+
+def length_candidates(sep_distances: torch.Tensor, count: int = 3) -> list[int]:
+    """Likely sentence lengths (with [CLS] and [SEP]): where [SEP] lies closest to the span, best first."""
+    order = torch.argsort(sep_distances[2:]) + 3
+    return order[:count].tolist()
+
+
+def subspace_residual(basis: torch.Tensor, inputs: torch.Tensor) -> float:
+    """``‖Q − Q·P_X‖²_F``: how much of the gradient span lies outside the span of the chosen inputs ``X``."""
+    u, _ = torch.linalg.qr(inputs.T)
+    return float((basis - (basis @ u) @ u.T).pow(2).sum())
+
+
+def _residual(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int]) -> float:
+    return subspace_residual(basis, inputs.vectors(torch.tensor(ids), torch.arange(len(ids))))
+
+
+def substitute(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], p: int,
+               candidates: torch.Tensor) -> tuple[int, float]:
+    """The candidate token for position ``p`` that leaves the least residual, the others held, and that residual."""
+    n = len(ids)
+    others = [q for q in range(n) if q != p]
+    x_other = inputs.vectors(torch.tensor([ids[q] for q in others]), torch.tensor(others))
+    u, _ = torch.linalg.qr(x_other.T)                                   # (d, n-1)
+    resid = basis - (basis @ u) @ u.T                                   # (k, d)
+    cand = inputs.vectors(candidates, torch.full((len(candidates),), p))  # (K, d)
+    outside = cand.pow(2).sum(1) - (cand @ u).pow(2).sum(1)
+    gain = (cand @ resid.T).pow(2).sum(1) / torch.clamp(outside, min=1e-12)
+    j = int(torch.argmax(gain))
+    return int(candidates[j]), float(resid.pow(2).sum() - gain[j])
+
+
+def permutation_residuals(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int],
+                          orders: torch.Tensor) -> torch.Tensor:
+    """Residuals of many re-orderings of ``ids`` (``orders[i, p]`` = which token of ``ids`` sits at ``p``).
+
+    Every re-ordering uses the same tokens, so the inner products of all (token, position) inputs are
+    computed once; each trial then costs one small ``n × n`` Cholesky solve: ``k − tr(QX (XᵀX)⁻¹ XᵀQᵀ)``.
+    """
+    n = len(ids)
+    x = inputs.vectors(torch.tensor(ids).repeat_interleave(n), torch.arange(n).repeat(n))  # (token i, pos p)
+    gram, proj = x @ x.T, x @ basis.T                                   # (n², n²), (n², k)
+    index = orders * n + torch.arange(n)                                # (m, n) rows of x
+    g = gram[index[:, :, None], index[:, None, :]]                      # (m, n, n)
+    qx = proj[index]                                                    # (m, n, k)
+    chol = torch.linalg.cholesky(g + 1e-12 * torch.eye(n))
+    solved = torch.cholesky_solve(qx, chol)
+    return (basis.shape[0] - (qx * solved).sum((1, 2))).clamp(min=0.0)
+
+
+def best_move(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int],
+              fixed: tuple[int, ...], window: int = 8) -> tuple[list[int], float]:
+    """The exchange of two tokens, or the move of one token to another place, that lowers the residual most.
+
+    Swaps are LAMP's discrete move; moves (take a token out, shift the rest, put it back elsewhere) repair a
+    sentence whose words are right but off by a few places. Only places up to ``window`` apart are tried.
+    """
+    free = [p for p in range(len(ids)) if p not in fixed]
+    trials = [list(range(len(ids)))]
+    for p in free:
+        for q in free:
+            if q == p or ids[p] == ids[q] or abs(p - q) > window:
+                continue
+            moved = list(range(len(ids)))
+            moved.insert(q, moved.pop(p))
+            trials.append(moved)
+            if p < q:
+                swapped = list(range(len(ids)))
+                swapped[p], swapped[q] = q, p
+                trials.append(swapped)
+    values = permutation_residuals(basis, inputs, ids, torch.tensor(trials))
+    j = int(torch.argmin(values))
+    return [ids[i] for i in trials[j]], float(values[j])
+
+
+def greedy_atoms(basis: torch.Tensor, inputs: EmbeddingInputs, table: torch.Tensor, known: list[tuple[int, int]],
+                 capacity: int = 1, fill: bool = True, tol: float = 1e-6) -> list[tuple[int, int]]:
+    """Pick (position, token) inputs one at a time, each time the one that explains most of the gradient
+    span still outside the chosen inputs (rank-aware order-recursive matching pursuit).
+
+    ``table`` holds ``K`` candidate ids per position (row ``p`` for position ``p``); ``known`` are inputs
+    fixed in advance ([CLS], [SEP]); a position takes at most ``capacity`` inputs (the batch size). With
+    ``fill`` every free position is filled; otherwise picking stops once the span is explained.
+    """
+    k = table.shape[1]
+    count = torch.zeros(table.shape[0], dtype=torch.long)
+    for p, _ in known:
+        count[p] = capacity
+    free = [p for p in range(table.shape[0]) if count[p] < capacity]
+    cand = inputs.vectors(table[free].reshape(-1), torch.tensor(free).repeat_interleave(k))  # (F·K, d)
+    outside = cand.pow(2).sum(1)                  # squared norm of each candidate outside the chosen span
+    chosen, basis_u, resid = list(known), [], basis.clone()
+
+    def take(vector: torch.Tensor) -> None:
+        nonlocal outside, resid
+        for _ in range(2):                                              # Gram-Schmidt, twice for accuracy
+            for w in basis_u:
+                vector = vector - (vector @ w) * w
+        w = vector / vector.norm().clamp(min=1e-30)
+        basis_u.append(w)
+        outside = outside - (cand @ w).pow(2)
+        resid = resid - (resid @ w)[:, None] * w
+
+    for p, token in known:
+        take(inputs.vectors(torch.tensor([token]), torch.tensor([p]))[0])
+    alive = torch.ones(len(cand), dtype=torch.bool)
+    while bool(alive.any()):
+        _, sigma, vh = torch.linalg.svd(resid, full_matrices=False)
+        explained = float(sigma.pow(2).sum()) < CERTIFIED
+        if explained and not fill:
+            break
+        directions = vh[sigma > tol * float(sigma[0])] if not explained else vh[:0]
+        # resid ⟂ chosen inputs, so cand · direction equals its outside part · direction
+        score = (cand @ directions.T).pow(2).sum(1) / outside.clamp(min=1e-24) if len(directions) else outside.clone()
+        score[~alive] = -1.0
+        j = int(torch.argmax(score))
+        row = j // k
+        position = free[row]
+        chosen.append((position, int(table[position, j % k])))
+        alive[j] = False
+        count[position] += 1
+        if count[position] >= capacity:
+            alive[row * k:(row + 1) * k] = False
+        take(cand[j])
+    return chosen
+
+
+def greedy_sequence(basis: torch.Tensor, inputs: EmbeddingInputs, length: int, table: torch.Tensor,
+                    known: dict[int, int]) -> list[int]:
+    """One token per position by ``greedy_atoms``: the matching-pursuit start of ``refine``."""
+    atoms = dict(greedy_atoms(basis, inputs, table[:length], list(known.items())))
+    return [atoms[p] for p in range(length)]
+
+
+def refine(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], shortlist: torch.Tensor,
+           sweeps: int = 4, fixed: tuple[int, ...] = ()) -> tuple[list[int], float]:
+    """Local search on ``subspace_residual``: substitute shortlisted tokens and swap positions.
+
+    ``shortlist`` is ``length × K`` token ids per position. Beyond the stacked rank only the true sequence
+    leaves no residual (one wrong token moves the span of ``X`` off the gradient span), so the search
+    repairs what the per-position test got wrong. Returns the ids and the final residual.
+    """
+    ids = list(ids)
+    best = _residual(basis, inputs, ids)
+    for _ in range(sweeps):
+        start = best
+        for p in range(len(ids)):
+            if p in fixed:
+                continue
+            token, value = substitute(basis, inputs, ids, p, shortlist[p])
+            if value < best - 1e-12:
+                ids[p], best = token, value
+        while True:
+            trial, value = best_move(basis, inputs, ids, fixed)
+            if value >= best - 1e-12:
+                break
+            ids, best = trial, value
+        if best >= start - 1e-12:
+            break
+    return ids, best
+
+
+@lru_cache(maxsize=4)
+def public_inputs(model_name: str, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
+    """The embedding tables of a registered model: frozen, so the same in every round (cached)."""
+    return EmbeddingInputs.from_model(models.load_model(model_name, num_labels, seed=model_seed))
+
+
+def candidate_table(dist: torch.Tensor, vocab: torch.Tensor, special: tuple[int, int],
+                    shortlist: int) -> torch.Tensor:
+    """``length × K`` candidate ids: each position's closest tokens, plus the tokens closest anywhere.
+
+    Beyond the stacked rank a token's own position is not always its best one, so the pool of tokens near
+    the span at any position joins every position's list. [CLS] and [SEP] fill the first and last rows.
+    """
+    inner = dist[1:-1]
+    own = torch.argsort(inner, dim=1)[:, :shortlist]
+    pool = torch.argsort(inner.min(0).values)[: 4 * dist.shape[0]]
+    table = vocab[torch.cat([own, pool.expand(len(inner), -1)], dim=1)]
+    first, last = torch.full_like(table[:1], special[0]), torch.full_like(table[:1], special[1])
+    return torch.cat([first, table, last])
+
+
+@dataclass
+class SpanResult:
+    """One sentence found by the span check: ids with [CLS]/[SEP], the residual left, and the span's rank."""
+
+    ids: list[int]
+    residual: float
+    rank: int
+
+    @property
+    def certified(self) -> bool:
+        """True when the chosen inputs explain the gradient span (the sentence is then, generically, exact)."""
+        return self.residual < CERTIFIED
+
+
+def recover_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
+                     special: tuple[int, int], shortlist: int = 64, sweeps: int = 6,
+                     restarts: int = 4) -> SpanResult:
+    """The sentence of ``length`` positions whose first-layer inputs best contain the span ``basis``.
+
+    Within the stacked rank each position's closest token is exact; beyond it, matching pursuit picks
+    (token, position) pairs one by one and ``refine`` repairs the rest.
+    """
+    dist = inputs.span_distances(basis, length, vocab)
+    ids = [special[0]] + vocab[torch.argmin(dist[1:-1], dim=1)].tolist() + [special[1]]
+    residual = _residual(basis, inputs, ids)
+    if residual >= CERTIFIED and sweeps > 0:
+        table = candidate_table(dist, vocab, special, shortlist)
+        ids = greedy_sequence(basis, inputs, length, table, {0: special[0], length - 1: special[1]})
+        ids, residual = refine(basis, inputs, ids, table, sweeps, fixed=(0, length - 1))
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(restarts):
+            if residual < CERTIFIED:
+                break
+            trial, value = refine(basis, inputs, perturb(ids, table, generator), table, sweeps,
+                                  fixed=(0, length - 1))
+            if value < residual:
+                ids, residual = trial, value
+    return SpanResult(ids, residual, basis.shape[0])
+
+
+def perturb(ids: list[int], table: torch.Tensor, generator: torch.Generator, size: int = 3) -> list[int]:
+    """Kick a local optimum: ``size`` random inner positions get a random token from their candidate list."""
+    ids = list(ids)
+    for p in (torch.randperm(len(ids) - 2, generator=generator)[:size] + 1).tolist():
+        ids[p] = int(table[p, torch.randint(table.shape[1], (1,), generator=generator)])
+    return ids
+
+
+def _lengths(shared: SharedUpdate, length: int | None, inputs: EmbeddingInputs, basis: torch.Tensor,
+             sep_id: int) -> list[int]:
+    """Sequence lengths to try, [CLS] and [SEP] included: the known one, or where [SEP] fits best."""
+    limit = inputs.positions.shape[0]
+    length = length or shared.max_tokens
+    if length is not None:
+        if not 1 <= length <= limit - 2:
+            raise ValueError(f"length counts the tokens without [CLS]/[SEP]: 1 to {limit - 2}, got {length}.")
+        return [length + 2]
+    return length_candidates(inputs.span_distances(basis, limit, torch.tensor([sep_id]))[:, 0])
+
+
+def span_attack(shared: SharedUpdate, length: int | None = None, shortlist: int = 64, sweeps: int = 6,
+                restarts: int = 4, tol: float = 1e-5, callback: Callback | None = None) -> Reconstruction:
+    """Recover the tokens of a batch-1 update from its first-layer ``lora_A`` gradients.
+
+    ``length`` counts the tokens without [CLS]/[SEP] (as ``shared.max_tokens`` and ``DLG`` do); when
+    neither gives it, the three positions where [SEP] fits the span best are tried and the sentence that
+    leaves the least residual wins (a certified sentence stops the search).
+    """
+    start = time.perf_counter()
+    if shared.batch_size != 1:
+        return batch_span_attack(shared, length, shortlist, tol, callback)
+    tokenizer = models.load_tokenizer(shared.model_name)
+    inputs = public_inputs(shared.model_name, shared.model_seed, shared.num_labels)
+    basis = input_span(first_layer_rows(shared.update), tol)
+    special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    vocab = allowed_tokens(tokenizer)
+    best: SpanResult | None = None
+    for step, n in enumerate(_lengths(shared, length, inputs, basis, special[1])):
+        result = recover_sentence(basis, inputs, vocab, n, special, shortlist, sweeps, restarts)
+        if callback is not None:
+            callback(step, result.residual, [tokenizer.decode(result.ids[1:-1])])
+        if best is None or result.residual < best.residual:
+            best = result
+        if best.certified:
+            break
+    body = best.ids[1:-1]
+    return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=_labels(shared),
+                          attack="span", seconds=time.perf_counter() - start, loss_history=[best.residual])
+
+
+def batch_span_attack(shared: SharedUpdate, length: int | None = None, shortlist: int = 64, tol: float = 1e-5,
+                      callback: Callback | None = None) -> Reconstruction:
+    """Several sentences from one update: the union of their first-layer inputs contains the span.
+
+    Matching pursuit picks up to ``batch_size`` tokens per position ([SEP] allowed anywhere, since the
+    sentences end at different places) until the span is explained; the word-order prior then threads
+    the tokens of each position into sentences (``order.assemble_batch``).
+    """
+    from .order import assemble_batch, default_prior
+
+    start = time.perf_counter()
+    tokenizer = models.load_tokenizer(shared.model_name)
+    inputs = public_inputs(shared.model_name, shared.model_seed, shared.num_labels)
+    basis = input_span(first_layer_rows(shared.update), tol)
+    special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    n = max(_lengths(shared, length, inputs, basis, special[1]))
+    vocab = allowed_tokens(tokenizer)
+    dist = inputs.span_distances(basis, n, vocab)
+    table = candidate_table(dist, vocab, special, shortlist)
+    table = torch.cat([table, torch.full((n, 1), special[1])], dim=1)
+    atoms = greedy_atoms(basis, inputs, table, [(0, special[0])], capacity=shared.batch_size, fill=False)
+    columns: list[list[int]] = [[] for _ in range(n)]
+    for p, token in sorted(atoms):
+        columns[p].append(token)
+    sentences = assemble_batch(columns[1:], shared.batch_size, default_prior(), special[1])
+    residual = subspace_residual(basis, inputs.vectors(torch.tensor([t for _, t in atoms]),
+                                                       torch.tensor([p for p, _ in atoms])))
+    texts = [tokenizer.decode(s) for s in sentences]
+    if callback is not None:
+        callback(0, residual, texts)
+    return Reconstruction(token_ids=sentences, texts=texts,
+                          labels=_labels(shared),
+                          attack="span", seconds=time.perf_counter() - start, loss_history=[residual])
+
+
+def _labels(shared: SharedUpdate) -> list[int]:
+    """Labels from the head bias when the head is shared; none otherwise (the tokens do not need them)."""
+    if not shared.train_head:
+        return []
+    return infer_labels(shared.update, shared.batch_size, shared.kind)
+
+
+class SpanAttack:
+    """The span check as an ``Attack``: one sentence exactly, or a batch threaded by the word-order prior."""
+
+    name = "span"
+
+    def __init__(self, shortlist: int = 64, sweeps: int = 6, restarts: int = 4) -> None:
+        self.shortlist, self.sweeps, self.restarts = shortlist, sweeps, restarts
+
+    def reconstruct(self, shared: SharedUpdate, callback: Callback | None = None) -> Reconstruction:
+        return span_attack(shared, shortlist=self.shortlist, sweeps=self.sweeps, restarts=self.restarts,
+                           callback=callback)

@@ -1,0 +1,145 @@
+"""DLG: the generic loop on a small network, the text attack's interface, labels and input checks."""
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import lora_leak_lib as ll
+from lora_leak_lib.attacks import (DLG, Reconstruction, capture_full_update, deep_leakage, infer_labels,
+                                   matching_losses)
+from lora_leak_lib.attacks.dlg import cover_assignment
+
+TEXT = "my pin is 4821"
+
+
+@pytest.fixture(scope="module")
+def full_update():
+    return capture_full_update([TEXT], [0])
+
+
+def _small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Sigmoid(), nn.Linear(16, 3))
+
+
+def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    loss = nn.functional.cross_entropy(model(x), y)
+    names = [n for n, _ in model.named_parameters()]
+    return dict(zip(names, torch.autograd.grad(loss, list(model.parameters()))))
+
+
+def test_deep_leakage_recovers_input_and_label_jointly():
+    model = _small_net()
+    x, y = torch.rand(1, 8), torch.tensor([2])
+    leak = deep_leakage(model, _gradients(model, x, y), (1, 8), 3, steps=30, progress=False)
+    assert leak.labels == [2]
+    assert torch.allclose(leak.inputs, x, atol=1e-2)
+    assert leak.loss_history[-1] < 1e-3 * leak.loss_history[0]
+    assert [step for step, _ in leak.snapshots] == [5, 10, 15, 20, 25, 30]
+
+
+def test_deep_leakage_checks_tensor_names():
+    model = _small_net()
+    shared = _gradients(model, torch.rand(1, 8), torch.tensor([0]))
+    shared["extra"] = shared.pop("2.bias")
+    with pytest.raises(ValueError, match="does not match"):
+        deep_leakage(model, shared, (1, 8), 3, steps=1, progress=False)
+
+
+def test_full_update_shares_every_parameter(full_update):
+    model = ll.models.load_model("tiny-bert", seed=0)
+    assert list(full_update.update) == [n for n, _ in model.named_parameters()]
+    assert full_update.full_finetune
+    public = full_update.public_model()
+    assert sum(p.numel() for p in public.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_label_inference_batch_one(label):
+    update = capture_full_update([TEXT], [label]).update
+    assert infer_labels(update) == [label]
+
+
+def test_dlg_interface_and_callback(full_update):
+    seen = []
+    attack = DLG(steps=20, snapshot_every=10, progress=False)
+    rec = attack.reconstruct(full_update, callback=lambda step, loss, texts: seen.append((step, loss, texts)))
+    assert isinstance(rec, Reconstruction)
+    length = ll.data.n_tokens(ll.models.load_tokenizer(), TEXT)
+    assert len(rec.token_ids) == 1 and len(rec.token_ids[0]) == length  # length read from the positions
+    assert rec.labels == [0] and rec.attack == attack.name == "dlg-relaxed+tokenset-cosine-adam"
+    assert len(rec.loss_history) == 20 and [s for s, _ in rec.snapshots] == [10, 20]
+    assert [s for s, _, _ in seen] == [10, 20] and isinstance(seen[0][2][0], str)
+
+
+def test_dlg_token_set_restricts_the_vocabulary(full_update):
+    tokenizer = ll.models.load_tokenizer()
+    rec = DLG(steps=5, progress=False).reconstruct(full_update)
+    assert set(rec.token_ids[0]) == set(tokenizer(TEXT)["input_ids"][1:-1])  # every leaked token is used
+
+
+def test_dlg_recovers_a_short_sentence(full_update):
+    tokenizer = ll.models.load_tokenizer()
+    rec = DLG(steps=100, refine_sweeps=10, progress=False).reconstruct(full_update)
+    reference = tokenizer(TEXT)["input_ids"][1:-1]
+    assert ll.metrics.token_accuracy(reference, rec.token_ids[0]) == 1.0
+    assert rec.texts[0] == TEXT
+
+
+def test_dlg_free_embeddings_and_learned_label_run(full_update):
+    rec = DLG(parametrisation="embeddings", steps=5, learn_label=True, optimizer="lbfgs", lr=0.1,
+              progress=False).reconstruct(full_update)
+    length = ll.data.n_tokens(ll.models.load_tokenizer(), TEXT)
+    assert len(rec.token_ids[0]) == length and len(rec.loss_history) == 5
+    assert rec.labels[0] in (0, 1)
+
+
+def test_dlg_on_a_lora_update_needs_a_length():
+    shared = ll.fl.capture_update([TEXT], [1], rank=2)
+    with pytest.raises(ValueError, match="length is unknown"):
+        DLG(steps=1, progress=False).reconstruct(shared)
+    rec = DLG(steps=2, length=3, progress=False).reconstruct(shared)
+    assert len(rec.token_ids[0]) == 3 and rec.labels == [1]
+
+
+def test_dlg_rejects_mismatched_updates(full_update):
+    renamed = dataclasses.replace(full_update, update=dict(full_update.update))
+    renamed.update["classifier.bias_typo"] = renamed.update.pop("classifier.bias")
+    with pytest.raises(ValueError, match="does not match the model"):
+        DLG(steps=1, progress=False).reconstruct(renamed)
+    reshaped = dataclasses.replace(full_update, update=dict(full_update.update))
+    reshaped.update["classifier.bias"] = torch.zeros(3)
+    with pytest.raises(ValueError, match="has shape"):
+        DLG(steps=1, progress=False).reconstruct(reshaped)
+    for bad, message in [(dict(distance="l3"), "unknown distance"), (dict(optimizer="sgd"), "unknown optimizer"),
+                         (dict(parametrisation="onehot"), "unknown parametrisation")]:
+        with pytest.raises(ValueError, match=message):
+            DLG(steps=1, progress=False, **bad).reconstruct(full_update)
+
+
+def test_cover_assignment_uses_every_token():
+    score = torch.tensor([[5.0, 0.0, 0.0], [4.0, 0.0, 1.0], [0.0, 0.1, 0.0], [3.0, 0.0, 0.0]])
+    order = cover_assignment(score)
+    assert set(order) == {0, 1, 2} and order[0] == 0 and order[3] == 0  # argmax would never pick token 1
+    with pytest.raises(ValueError, match="cannot all fit"):
+        cover_assignment(torch.zeros(2, 3))
+
+
+def test_matching_losses_are_zero_only_for_the_private_sentence(full_update):
+    reference = ll.models.load_tokenizer()(TEXT)["input_ids"][1:-1]
+    swapped = [reference[1], reference[0]] + reference[2:]
+    losses = matching_losses(full_update, [reference, swapped])
+    assert abs(losses[0]) < 1e-4 and losses[1] > 1e-2
+    with pytest.raises(ValueError, match="same non-zero length"):
+        matching_losses(full_update, [reference, reference[:2]])
+
+
+def test_dlg_recovers_repeated_tokens():
+    text = "my pin is my pin"
+    shared = capture_full_update([text], [1])
+    rec = DLG(steps=100, refine_sweeps=10, progress=False).reconstruct(shared)
+    reference = ll.models.load_tokenizer()(text)["input_ids"][1:-1]
+    assert len(rec.token_ids[0]) == 5 and rec.labels == [1]
+    assert ll.metrics.token_accuracy(reference, rec.token_ids[0]) >= 0.8  # measured: 'my pin pin my pin'
+

@@ -1,0 +1,70 @@
+"""The span attack: first-layer lora_A rows lie in the span of the embedding outputs, so tokens come back."""
+import pytest
+import torch
+
+import lora_leak_lib as ll
+from lora_leak_lib.attacks import span
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = ll.models.load_tokenizer("tiny-bert")
+    return tokenizer, span.public_inputs("tiny-bert", 0), span.allowed_tokens(tokenizer)
+
+
+def planted_rows(inputs, ids, rows, seed=0):
+    """Random combinations of a planted sentence's first-layer inputs: what dL/dA = s·Bᵀ·Σ δ_t x_tᵀ looks like."""
+    x = inputs.vectors(torch.tensor(ids), torch.arange(len(ids)))
+    return torch.randn(rows, len(ids), generator=torch.Generator().manual_seed(seed), dtype=torch.double) @ x
+
+
+def test_closed_form_distances_match_explicit_vectors(tiny):
+    tokenizer, inputs, _ = tiny
+    ids = tokenizer("my pin is four four two one")["input_ids"]
+    basis = span.input_span(planted_rows(inputs, ids, 16))
+    tokens = torch.tensor([1996, 2026, 7279, 5000])
+    fast = inputs.span_distances(basis, len(ids), tokens)
+    for p in range(len(ids)):
+        x = inputs.vectors(tokens, torch.full((4,), p))
+        slow = (x - (x @ basis.T) @ basis).norm(dim=1) / x.norm(dim=1)
+        assert torch.allclose(fast[p], slow, atol=1e-9)
+
+
+def test_planted_sentence_within_rank_is_recovered_exactly(tiny):
+    tokenizer, inputs, vocab = tiny
+    ids = tokenizer("my pin is four four two one")["input_ids"]
+    basis = span.input_span(planted_rows(inputs, ids, 16))
+    assert basis.shape[0] == len(ids)  # 16 rows of 9 inputs: the span is all of them
+    dist = inputs.span_distances(basis, len(ids), vocab)
+    assert vocab[dist[1:-1].argmin(1)].tolist() == ids[1:-1]
+    assert float(dist[1:-1].min(1).values.max()) < 1e-6
+    result = span.recover_sentence(basis, inputs, vocab, len(ids), (101, 102))
+    assert result.ids == ids and result.certified
+
+
+def test_planted_sentence_beyond_rank_is_repaired_by_search(tiny):
+    tokenizer, inputs, vocab = tiny
+    ids = tokenizer("please send the money to my old bank account today")["input_ids"]  # 13 inputs
+    basis = span.input_span(planted_rows(inputs, ids, 10))              # rank 10 < 13
+    assert basis.shape[0] == 10
+    result = span.recover_sentence(basis, inputs, vocab, len(ids), (101, 102))
+    assert result.ids == ids and result.certified
+
+
+def test_minilm_update_after_training_gives_the_sentence_back():
+    text = "my password is blue horse battery"
+    shared = ll.fl.capture_update([text], [0], "minilm", rank=8, rounds=20)
+    result = span.span_attack(shared)  # length unknown: guessed from [SEP]
+    assert result.texts == [text]
+    assert result.loss_history[0] < span.CERTIFIED
+
+
+def test_round_zero_and_bad_inputs_raise_clear_errors(tiny):
+    shared = ll.fl.capture_update(["a b c"], [0], "tiny-bert", rank=4, rounds=0)
+    with pytest.raises(ValueError, match="round 0"):
+        span.span_attack(shared)
+    with pytest.raises(ValueError, match="no lora_A of layer 0"):
+        span.first_layer_rows({"classifier.bias": torch.zeros(2)})
+    later = ll.fl.capture_update(["a b c"], [0], "tiny-bert", rank=4, rounds=2)
+    with pytest.raises(ValueError, match="without \\[CLS\\]"):
+        span.span_attack(later, length=10_000)
