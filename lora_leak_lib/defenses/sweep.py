@@ -1,0 +1,364 @@
+"""The privacy–utility sweep: one defence setting → a federated run's accuracy and the attack's score on its messages."""
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import data, fl, metrics, models
+from ..attacks.base import Reconstruction, SharedUpdate
+from .federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient
+from .secure_aggregation import subtract_own
+from .update import add_noise, clip_update, quantise, top_k
+
+KNOBS: dict[str, str] = {
+    "none": "no defence",
+    "dp-sgd": "DP-SGD noise multiplier σ (per-sample clip C)",
+    "clip": "update norm bound",
+    "noise": "Gaussian noise std",
+    "top-k": "fraction of entries kept",
+    "quantise": "bits per entry",
+    "batch": "sentences per message",
+    "local-steps": "local SGD steps E (FedAvg)",
+    "rank": "LoRA rank r",
+    "no-head": "head kept on the client",
+    "secure-agg": "clients per secure aggregate",
+}
+"""Every defence the sweep knows, with what its knob means."""
+
+AttackFn = Callable[[SharedUpdate], Reconstruction]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The federated training every defence is applied to, and the victims the curious server attacks.
+
+    Training: ``n_clients`` clients run FedSGD on batches of ``batch_size`` (all their data when they hold
+    fewer) for ``rounds`` rounds; the server steps Adam on the mean gradient (FedAdam) with ``lr``, which
+    trains a LoRA adapter in few rounds. Attack: after the last round, ``n_victims`` more clients, each
+    holding one held-out private sentence, send one defended message on the trained adapter (``B ≠ 0``)
+    and the server attacks it, told the sentence length (the longest one for a batch or an aggregate: the
+    strong-attacker assumption). ``dp_max_norm`` is DP-SGD's per-sample clipping bound ``C``; ``local_lr``
+    the clients' SGD step when a defence switches to FedAvg. "no-head" freezes the head (``train_head=False``).
+    """
+
+    model_name: str = "tiny-bert"
+    n_clients: int = 4
+    rounds: int = 10
+    batch_size: int = 16
+    lr: float = 1e-2
+    local_lr: float = 0.05
+    rank: int = 8
+    held_out: float = 0.5
+    n_victims: int = 2
+    source: str | Path | Sequence[data.Example] | None = None
+    limit: int | None = None
+    dp_max_norm: float = 1.0
+    dp_delta: float = 1e-5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Defence:
+    """One defence at one setting of its knob, e.g. ``Defence("top-k", 0.1)``; ``Defence("none")`` is the baseline."""
+
+    name: str
+    value: float | int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in KNOBS:
+            raise ValueError(f"unknown defence {self.name!r}: choose one of {', '.join(KNOBS)}.")
+        needs_value = self.name not in ("none", "no-head")
+        if needs_value and (self.value is None or isinstance(self.value, bool)):
+            raise ValueError(f"defence {self.name!r} needs a value for its knob ({KNOBS[self.name]}).")
+        if needs_value:
+            self.check_value()
+
+    def check_value(self) -> None:
+        """Raise one clear error for a knob value the defence cannot take (the transformations check the rest)."""
+        v, n = self.value, self.name
+        integer = isinstance(v, int) and not isinstance(v, bool)
+        if n in ("batch", "local-steps", "rank") and not (integer and v >= 1):
+            raise ValueError(f"{n} must be a positive integer, got {v!r}.")
+        if n == "secure-agg" and not (integer and v >= 2):
+            raise ValueError(f"secure aggregation needs at least 2 clients per aggregate, got {v!r}.")
+        probe = OrderedDict(x=torch.ones(4))
+        if n in ("clip", "noise", "top-k", "quantise"):
+            self.transform()(probe, 0)
+        if n == "dp-sgd" and not (isinstance(v, (int, float)) and v >= 0):
+            raise ValueError(f"the DP-SGD noise multiplier must be zero or positive, got {v!r}: try 1.0.")
+
+    @property
+    def label(self) -> str:
+        return self.name if self.value is None else f"{self.name} {self.value:g}"
+
+    def transform(self) -> Callable[[OrderedDict, int], OrderedDict] | None:
+        """The message transformation of this defence, or ``None`` when it acts elsewhere."""
+        v = self.value
+        return {
+            "clip": lambda u, s: clip_update(u, v),
+            "noise": lambda u, s: add_noise(u, v, s),
+            "top-k": lambda u, s: top_k(u, v),
+            "quantise": lambda u, s: quantise(u, v),
+        }.get(self.name)
+
+    def run_kwargs(self, recipe: Recipe) -> dict:
+        """Arguments of ``fl.run_federated`` for this defence on top of ``recipe``."""
+        kwargs = dict(source=recipe.source, limit=recipe.limit, held_out=recipe.held_out, rank=recipe.rank,
+                      lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed, progress=False)
+        n_clients, protocol = recipe.n_clients, "fedsgd"
+        secure = self.name == "secure-agg"
+        if self.name == "rank":
+            kwargs["rank"] = self.value
+        elif self.name == "no-head":
+            kwargs["train_head"] = False
+        elif self.name == "local-steps":
+            protocol = "fedavg"
+            kwargs.update(local_steps=self.value, optimizer="sgd", lr=recipe.local_lr)
+        elif self.name == "secure-agg":
+            n_clients = self.value
+        if self.transform() is not None:
+            kwargs["make_client"] = partial(DefendedClient, defend=self.transform())
+        elif self.name == "dp-sgd":
+            kwargs["make_client"] = partial(DPClient, max_norm=recipe.dp_max_norm, noise_multiplier=self.value)
+        elif secure:
+            kwargs["make_client"] = partial(SecureAggregationClient, client_ids=list(range(n_clients)))
+        kwargs["make_server"] = partial(DefendedServer, secure=secure, adam_lr=recipe.lr)
+        return dict(model_name=recipe.model_name, n_clients=n_clients, rounds=recipe.rounds, protocol=protocol,
+                    **kwargs)
+
+
+def strongest_attack(shared: SharedUpdate) -> Reconstruction:
+    """The course's strongest attack on a LoRA-only update (``lora-best``: the span attack on first-layer
+    ``lora_A`` rows, its batch form for several sentences)."""
+    from ..attacks.lora_attacks import get_attack
+
+    return get_attack("lora-best").reconstruct(shared)
+
+
+def victim_client(defence: Defence, recipe: Recipe, client_id: int, examples: Sequence[data.Example],
+                  model, setup: fl.FederatedSetup, group: Sequence[int]) -> fl.Client:
+    """A victim client that defends its message exactly as the trained clients did (batch = all its sentences)."""
+    setup = fl.FederatedSetup(**{**asdict(setup), "batch_size": max(1, len(examples))})
+    if defence.transform() is not None:
+        return DefendedClient(client_id, examples, model, setup, recipe.seed, defend=defence.transform())
+    if defence.name == "dp-sgd":
+        return DPClient(client_id, examples, model, setup, recipe.seed, max_norm=recipe.dp_max_norm,
+                        noise_multiplier=defence.value)
+    if defence.name == "secure-agg":
+        return SecureAggregationClient(client_id, examples, model, setup, recipe.seed, client_ids=list(group))
+    return fl.Client(client_id, examples, model, setup, recipe.seed)
+
+
+def victim_groups(defence: Defence, recipe: Recipe, pool: Sequence[data.Example]) -> list[list[list[data.Example]]]:
+    """The victims' private data: ``n_victims`` groups of clients (k per secure aggregate, else 1), each client
+    holding ``b`` sentences (``b`` = the batch knob, else 1), drawn from the held-out sentences."""
+    per_client = defence.value if defence.name == "batch" else 1
+    per_group = defence.value if defence.name == "secure-agg" else 1
+    need = recipe.n_victims * per_group * per_client
+    if need > len(pool):
+        raise ValueError(f"the sweep needs {need} held-out sentences for its victims but has {len(pool)}: "
+                         "lower n_victims or the knob, or raise held_out.")
+    sentences = iter(pool[:need])
+    return [[[next(sentences) for _ in range(per_client)] for _ in range(per_group)] for _ in range(recipe.n_victims)]
+
+
+def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recipe, attack: AttackFn,
+                   insider: bool = False) -> tuple[list[dict[str, float]], list[tuple[str, str]], str | None, float]:
+    """After the last round, each victim group sends its defended messages and the server attacks what it sees.
+
+    ``insider`` (secure aggregation of 2): the attacker is the group's first client, which subtracts its own
+    update from the aggregate and attacks the second client's sentences.
+    """
+    server, tokenizer = history.server, models.load_tokenizer(history.setup.model_name)
+    round = len(history.accuracy) - 1
+    rows, examples, seconds = [], [], 0.0
+    for g, group in enumerate(victim_groups(defence, recipe, history.held_out)):
+        ids = [1000 + 100 * g + i for i in range(len(group))]
+        state = server.broadcast(round + g)
+        victims = [victim_client(defence, recipe, cid, sentences, history.model, history.setup, ids)
+                   for cid, sentences in zip(ids, group)]
+        for victim in victims:
+            server.receive(victim.client_update(state, round + g))
+        if insider:
+            shared = _insider_view(server, victims, state, round + g)
+            victims = victims[1:]
+        elif defence.name == "secure-agg":
+            shared = server.captured_aggregate(round + g)
+        else:
+            shared = server.captured(ids[0], round + g)
+        references = [e.text for v in victims for e in message_references(v)]
+        shared.max_tokens = max(data.n_tokens(tokenizer, t) for t in references)  # the attacker knows the length
+        start = time.perf_counter()
+        try:
+            reconstruction = attack(shared)
+        except ValueError as error:
+            return [], [], f"{type(error).__name__}: {error}", seconds
+        seconds += time.perf_counter() - start
+        rows.extend(score_reconstruction(references, reconstruction, history.setup.model_name))
+        order = metrics.match_batch(references, reconstruction.texts)
+        examples.extend((ref, reconstruction.texts[j] if j >= 0 else "") for ref, j in zip(references, order))
+    return rows, examples, None, seconds
+
+
+def _insider_view(server: DefendedServer, victims: Sequence[fl.Client], state: dict, round: int) -> SharedUpdate:
+    """What client 0 of a secure pair learns about client 1: ``(sum − n_0·u_0) / n_1``, exact to ``2^-40``."""
+    mine, theirs = victims
+    own = fl.Client.client_update(mine, state, round)  # its own update, before masking
+    weighted_own = OrderedDict((n, t * own.n_examples) for n, t in own.update.items())
+    their_weight = server.received[(theirs.client_id, round)].n_examples
+    shared = server.captured(theirs.client_id, round)
+    shared.update = OrderedDict((n, t / their_weight)
+                                for n, t in subtract_own(server.encoded_sum(round), weighted_own).items())
+    shared.batch_size = len(message_references(theirs))
+    shared.max_tokens = None  # set by the caller, from the sentences it attacks
+    return shared
+
+
+def message_references(client: fl.Client) -> list[data.Example]:
+    """The distinct private sentences a client's last message was computed on (all its local batches)."""
+    seen: dict[str, data.Example] = {}
+    for batch in client.last_batches:
+        for example in batch:
+            seen.setdefault(example.text, example)
+    return list(seen.values())
+
+
+def score_reconstruction(references: Sequence[str], reconstruction: Reconstruction,
+                         model_name: str) -> list[dict[str, float]]:
+    """ROUGE and token accuracy of each reference against its Hungarian-matched reconstruction."""
+    tokenizer = models.load_tokenizer(model_name)
+    reference_ids = [tokenizer.encode(t, add_special_tokens=False) for t in references]
+    return metrics.score_batch(list(references), reconstruction.texts, reference_ids, reconstruction.token_ids)
+
+
+@dataclass
+class SettingResult:
+    """One point of the sweep: the utility a defence setting keeps and what the attack still recovers."""
+
+    defence: str
+    value: float | int | None
+    label: str
+    accuracy: float
+    accuracy_before: float
+    accuracy_curve: list[float]
+    rouge1: float
+    token_accuracy: float
+    n_sentences: int
+    epsilon: float | None = None
+    attack_error: str | None = None
+    attack_seconds: float = 0.0
+    examples: list[tuple[str, str]] = field(default_factory=list)
+
+
+def run_setting(defence: Defence, recipe: Recipe = Recipe(), attack: AttackFn = strongest_attack) -> SettingResult:
+    """Federated training under ``defence`` for ``recipe.rounds`` rounds, then the attack on its victims."""
+    history = fl.run_federated(**defence.run_kwargs(recipe))
+    rows, examples, error, seconds = attack_victims(history, defence, recipe, attack)
+    eps = history.clients[0].epsilon(recipe.rounds, recipe.dp_delta) if defence.name == "dp-sgd" else None
+    return _result(defence, history, rows, examples, error, seconds, eps)
+
+
+def two_client_attack(recipe: Recipe = Recipe(), attack: AttackFn = strongest_attack) -> SettingResult:
+    """Secure aggregation of 2 clients: the first subtracts its own update from the sum and attacks the second."""
+    defence = Defence("secure-agg", 2)
+    history = fl.run_federated(**defence.run_kwargs(recipe))
+    rows, examples, error, seconds = attack_victims(history, defence, recipe, attack, insider=True)
+    return _result(defence, history, rows, examples, error, seconds, None,
+                   label="secure-agg 2: one client subtracts its own update")
+
+
+def _result(defence: Defence, history: fl.FederatedHistory, rows: list[dict[str, float]],
+            examples: list[tuple[str, str]], error: str | None, seconds: float, eps: float | None,
+            label: str | None = None) -> SettingResult:
+    mean = lambda key: float(np.mean([r[key] for r in rows])) if rows else math.nan
+    return SettingResult(defence.name, defence.value, label or defence.label, history.accuracy[-1],
+                         history.accuracy[0], list(history.accuracy), mean("rouge1"), mean("token_accuracy"),
+                         len(rows), eps, error, seconds, examples)
+
+
+def settings(quick: bool = True) -> list[Defence]:
+    """The knob values the sweep visits: a short list in quick mode, a longer one in full mode."""
+    grid: dict[str, list] = {
+        "dp-sgd": [1e-5, 1e-4, 1.0] if quick else [1e-6, 1e-5, 3e-5, 1e-4, 1e-3, 0.1, 1.0],
+        "clip": [1.0, 0.1] if quick else [1.0, 0.1, 0.01],
+        "noise": [1e-5, 1e-4, 1e-3] if quick else [1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
+        "top-k": [0.5, 0.1] if quick else [0.9, 0.5, 0.25, 0.1, 0.01],
+        "quantise": [16, 8, 4] if quick else [16, 12, 10, 8, 6, 4],
+        "batch": [2, 4] if quick else [2, 4, 8],
+        "local-steps": [2, 5] if quick else [2, 5, 10],
+        "rank": [4, 2] if quick else [16, 4, 2, 1],
+        "secure-agg": [2, 4] if quick else [2, 4, 8],
+    }
+    return ([Defence("none")] + [Defence(name, v) for name, values in grid.items() for v in values]
+            + [Defence("no-head")])
+
+
+def run_sweep(defences: Sequence[Defence], recipe: Recipe = Recipe(), attack: AttackFn = strongest_attack,
+              progress: bool = True) -> list[SettingResult]:
+    """``run_setting`` for every defence, in order, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    return [run_setting(d, recipe, attack) for d in tqdm(defences, desc="defences", disable=not progress)]
+
+
+def pareto_front(results: Sequence[SettingResult]) -> list[SettingResult]:
+    """The settings no other setting beats on both axes (lower ROUGE-1 and higher accuracy), by ROUGE-1."""
+    scored = [r for r in results if not math.isnan(r.rouge1)]
+    front = [r for r in scored if not any(
+        o.rouge1 <= r.rouge1 and o.accuracy >= r.accuracy and (o.rouge1 < r.rouge1 or o.accuracy > r.accuracy)
+        for o in scored)]
+    return sorted(front, key=lambda r: r.rouge1)
+
+
+def recommendations(results: Sequence[SettingResult], threshold: float = 0.2) -> list[dict]:
+    """Per defence, the setting that keeps most accuracy while the attack's mean ROUGE-1 stays below ``threshold``
+    (ties go to the lower ROUGE-1, then to the smaller ε).
+
+    Each row reads "this setting cuts reconstruction to X% at a cost of Y accuracy points"; a defence with no
+    such setting in the sweep says so.
+    """
+    baseline = next((r for r in results if r.defence == "none"), None)
+    if baseline is None:
+        raise ValueError("the results hold no baseline: include Defence('none') in the sweep.")
+    rows = []
+    for name in dict.fromkeys(r.defence for r in results if r.defence != "none"):
+        family = [r for r in results if r.defence == name]
+        good = [r for r in family if not math.isnan(r.rouge1) and r.rouge1 < threshold]
+        best = max(good, key=lambda r: (r.accuracy, -r.rouge1, -(r.epsilon or 0.0))) if good else None
+        errors = sorted({r.attack_error for r in family if r.attack_error})
+        rows.append(dict(
+            defence=name, setting=best.label if best else None,
+            rouge1=best.rouge1 if best else None, accuracy=best.accuracy if best else None,
+            cost_points=100 * (baseline.accuracy - best.accuracy) if best else None, epsilon=best.epsilon if best else None,
+            verdict=(f"{best.label} cuts reconstruction to {100 * best.rouge1:.0f}% ROUGE-1 "
+                     + _cost_words(100 * (baseline.accuracy - best.accuracy)) if best else
+                     f"no setting in the sweep brought ROUGE-1 below {100 * threshold:.0f}%"
+                     + (f" (attack did not run: {errors[0]})" if errors else "")),
+        ))
+    return rows
+
+
+def _cost_words(points: float) -> str:
+    if round(points) > 0:
+        return f"at a cost of {points:.0f} accuracy points"
+    if round(points) < 0:
+        return f"and even gains {-points:.0f} accuracy points (within the noise of a small held-out set)"
+    return "at no measurable accuracy cost"
+
+
+def results_table(results: Sequence[SettingResult]) -> str:
+    """A plain-text table of a sweep: defence, setting, accuracy, ROUGE-1, token accuracy, ε."""
+    lines = [f"{'setting':<34} {'acc':>5} {'ROUGE-1':>8} {'tok acc':>8} {'eps':>8}  note"]
+    for r in results:
+        eps = "" if r.epsilon is None else f"{r.epsilon:8.3g}"
+        note = r.attack_error[:60] if r.attack_error else ""
+        lines.append(f"{r.label:<34} {r.accuracy:5.2f} {r.rouge1:8.2f} {r.token_accuracy:8.2f} {eps:>8}  {note}")
+    return "\n".join(lines)
