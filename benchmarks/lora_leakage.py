@@ -27,14 +27,23 @@ def main() -> None:
     parser.add_argument("--dlg-steps", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results/lora_leakage.json")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settings", default="all",
+                        help="comma-separated row numbers of the table to run (0-based), or 'all'")
     args = parser.parse_args()
+    settings = list(lora_attacks.BENCHMARK)
+    if args.settings != "all":
+        try:
+            settings = [settings[int(i)] for i in args.settings.split(",")]
+        except (ValueError, IndexError):
+            parser.error(f"--settings takes row numbers 0 to {len(settings) - 1} separated by commas, or 'all'")
     print(ll.setup(args.seed))
     examples = ll.data.rotten_tomatoes(args.data, seed=args.seed)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "load_average": os.getloadavg()[0],
                "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     results = {"machine": machine, "rows": []}
     print(f"{'setting':<58} {'n':>3} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} {'s/sent':>7}")
-    for setting in lora_attacks.BENCHMARK:
+    for setting in settings:
         slow = setting.tokens >= 64 or setting.rounds == 0
         count = args.long_count if slow else args.count
         start = time.perf_counter()
