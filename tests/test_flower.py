@@ -60,3 +60,70 @@ def test_missing_flower_gives_one_line(monkeypatch):
     monkeypatch.setattr(flower, "flower_available", lambda: False)
     with pytest.raises(ValueError, match=r"pip install -e \"\.\[flower\]\""):
         flower.run_flower()
+
+
+# --- SecAgg+: the same clients under Flower's secure aggregation protocol --------------------------------
+
+
+@pytest.fixture(scope="module")
+def secure():
+    ll.setup()
+    return flower.run_flower("minilm", secure_aggregation=True, **SETTINGS)
+
+
+def plain_mean(history, round):
+    """The weighted mean of the round's client deltas, in float64, from a run whose server saw every delta."""
+    replies = [history.received[(c, round)] for c in range(SETTINGS["n_clients"])]
+    total = sum(m.n_examples for m in replies)
+    return {n: sum(m.n_examples * m.update[n].double() for m in replies) / total for n in replies[0].update}
+
+
+def test_secagg_server_sees_only_the_aggregate(secure):
+    n, rounds = SETTINGS["n_clients"], SETTINGS["rounds"]
+    assert secure.secure and not secure.received and not secure.log
+    # the strategy was handed one payload per round, identical for every client: the aggregate
+    assert secure.distinct_payloads == {r: 1 for r in range(rounds)}
+    assert sorted(secure.aggregates) == list(range(rounds))
+    assert sorted(secure.replies) == sorted((c, r) for c in range(n) for r in range(rounds))
+    assert all(reply.clipped == 0 for reply in secure.replies.values())
+    with pytest.raises(ValueError, match="captured_aggregate"):
+        secure.captured(0, 0)
+    shared = secure.captured_aggregate(rounds - 1)
+    assert shared.kind == "delta" and shared.batch_size == n and shared.client_id == -1
+    assert list(shared.update) == list(secure.sent[0]) and all(t.dtype == torch.float32 for t in shared.update.values())
+
+
+def test_secagg_aggregate_is_the_plain_mean_within_the_step(runs, secure):
+    on_flower, _ = runs
+    assert secure.error_bound == pytest.approx(2 * 1.0 / 2**30)  # equal shards: one step of 2c/L
+    # Round 0 starts from the same adapter in both runs: the clients' deltas are identical.
+    plain, seen = plain_mean(on_flower, 0), secure.aggregates[0]
+    gap = max(float((seen[n] - plain[n]).abs().max()) for n in plain)
+    assert 0 < gap <= secure.error_bound, gap
+    # Round 1 starts from a global adapter off by that much (then rounded to float32): still close.
+    plain, seen = plain_mean(on_flower, 1), secure.aggregates[1]
+    assert ll.gradients.relative_error(ll.fl.flatten(seen), ll.fl.flatten(plain)) < 1e-6
+    assert max(abs(a - b) for a, b in zip(secure.loss, on_flower.loss)) < 1e-5
+
+
+def test_attack_on_secagg_aggregate_recovers_much_less(runs, secure):
+    on_flower, _ = runs
+    last = SETTINGS["rounds"] - 1
+    single = flower.attack_scores(on_flower, last, 0)[0]["rouge1"]
+    # control: client 0's update quantised as a SecAgg+ client quantises it, without aggregation
+    quantised = flower.attack_scores(on_flower, last, 0, transform=lambda u: flower.secagg_quantized(
+        u, secure.clipping_range, secure.quantization_range))[0]["rouge1"]
+    rows = flower.attack_scores(secure, last)
+    assert sorted(r["original"] for r in rows) == sorted(secure.private_texts(last))
+    aggregate = sum(r["rouge1"] for r in rows) / len(rows)
+    assert single > 0.9 and quantised > 0.9, (single, quantised)
+    assert aggregate < single - 0.3, [r["rouge1"] for r in rows]
+
+
+def test_secagg_needs_two_clients_and_no_overflow():
+    with pytest.raises(ValueError, match="at least 2 clients"):
+        flower.run_flower(n_clients=1, secure_aggregation=True)
+    with pytest.raises(ValueError, match="quantization_range"):
+        flower.run_flower(n_clients=3, secure_aggregation=True, quantization_range=2**31)
+    assert flower.default_quantization_range(3) == 2**30 and flower.default_quantization_range(4) == 2**29
+    assert all(n * flower.default_quantization_range(n) < 2**32 for n in range(2, 100))
