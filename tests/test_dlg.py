@@ -143,3 +143,34 @@ def test_dlg_recovers_repeated_tokens():
     assert len(rec.token_ids[0]) == 5 and rec.labels == [1]
     assert ll.metrics.token_accuracy(reference, rec.token_ids[0]) >= 0.8  # measured: 'my pin pin my pin'
 
+
+
+@pytest.fixture(scope="module")
+def round0_problem():
+    """A round-0 LoRA update (B = 0: only lora_B and head gradients carry anything) and its DLG problem."""
+    from lora_leak_lib.attacks.dlg import TextProblem
+    shared = ll.fl.capture_update([TEXT], [1], "tiny-bert", rank=4, rounds=0)
+    reference = ll.models.load_tokenizer()(TEXT)["input_ids"][1:-1]
+    return TextProblem.build(shared, DLG(length=len(reference), progress=False)), reference
+
+
+def test_batch_distances_equal_the_one_by_one_matching_loss(round0_problem):
+    problem, reference = round0_problem
+    candidates = [reference, reference[::-1], [reference[0]] * len(reference), [2000] + reference[1:]]
+    for distance in ("cosine", "l2", "tag"):
+        batched = problem.batch_distances(torch.tensor(candidates), distance=distance, chunk=3)
+        single = [problem.discrete_distance([c], None, distance, 0.01) for c in candidates]
+        assert torch.allclose(batched, torch.tensor(single, dtype=torch.double), rtol=1e-4, atol=1e-6)
+    assert float(problem.batch_distances(torch.tensor([reference]))[0]) < 1e-6
+    assert float(problem.batch_distances(torch.tensor([reference[::-1]]))[0]) > 1e-2
+
+
+def test_search_substitutes_and_swaps_back_to_the_private_sentence(round0_problem):
+    problem, reference = round0_problem
+    wrong = [2000, 3000, 4000]
+    start = [wrong[0]] + reference[1:]
+    start[1], start[2] = start[2], start[1]                    # one wrong token and one swapped pair
+    shortlist = torch.tensor([[t, *wrong] for t in reference])  # the true token is somewhere in each row
+    attack = DLG(search_steps=5, gradient_candidates=0, progress=False)
+    assert problem.search([start], shortlist, [], attack) == [reference]
+    assert problem.search([start], shortlist, [], dataclasses.replace(attack, search_steps=1)) != [reference]

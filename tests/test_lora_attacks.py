@@ -25,6 +25,14 @@ def test_pooled_output_is_read_exactly_from_the_head_gradient():
     assert lora_attacks.lora_a_is_zero(shared.update)
 
 
+def test_lora_best_at_round_0_searches_beyond_the_relaxation():
+    # round 0: every lora_A gradient is zero; a short run of the shortlist + substitution search already
+    # recovers some words (measured: 3 of 7 tokens at dlg_steps=40)
+    text = "the nurse said my results were fine"
+    row = lora_attacks.attack_texts([text], [1], "tiny-bert", rank=8, rounds=0, dlg_steps=40)[0]
+    assert row["token_accuracy"] >= 0.4 and row["tokens"] == 7 and row["rounds"] == 0
+
+
 def test_get_attack_knows_the_names_and_rejects_others():
     assert lora_attacks.get_attack("lora-best").name == "lora-best"
     assert lora_attacks.get_attack("span").name == "span"

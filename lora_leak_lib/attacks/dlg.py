@@ -161,6 +161,12 @@ class DLG:
     tokens while the matching loss of the real token sequence falls (one sentence per batch only).
     ``threads`` CPU threads run the attack (``None`` keeps torch's setting): its tensors are so small that
     one thread is fastest, and several slow it down many times on a busy machine.
+
+    ``search_steps`` > 0 (one sentence per batch only) turns the relaxation into a shortlist: each restart
+    keeps its ``shortlist`` most likely tokens per position, the start is the restart whose decoded text has
+    the lowest *discrete* matching loss, and then each step applies the best single-token substitution (from
+    the shortlists and the ``gradient_candidates`` tokens a first-order expansion of the loss prefers) or pair
+    swap, scored exactly in batches (``TextProblem.batch_distances``), until none lowers the loss.
     """
 
     parametrisation: str = "relaxed"
@@ -178,12 +184,16 @@ class DLG:
     seed: int = 0
     progress: bool = True
     threads: int | None = 1
+    shortlist: int = 16
+    search_steps: int = 0
+    gradient_candidates: int = 16
 
     @property
     def name(self) -> str:
         vocab = "+tokenset" if self.use_token_set else ""
         refine = "+swaps" if self.refine_sweeps else ""
-        return f"dlg-{self.parametrisation}{vocab}-{self.distance}-{self.optimizer}{refine}"
+        search = "+search" if self.search_steps else ""
+        return f"dlg-{self.parametrisation}{vocab}-{self.distance}-{self.optimizer}{refine}{search}"
 
     def reconstruct(self, shared: SharedUpdate, callback: Callback | None = None) -> Reconstruction:
         """Rebuild the client's sentences from ``shared``; ``callback(step, loss, texts)`` sees the progress."""
@@ -201,14 +211,25 @@ class DLG:
     def _reconstruct(self, shared: SharedUpdate, callback: Callback | None) -> Reconstruction:
         start = time.perf_counter()
         problem = TextProblem.build(shared, self)
+        search = self.search_steps > 0 and problem.batch_size == 1 and self.parametrisation == "relaxed"
         best: tuple[float, MatchResult] | None = None
+        shortlists: list[torch.Tensor] = []
         for restart in range(self.restarts):
             config.set_seed(self.seed + restart)
             result = problem.run(self, callback)
-            if best is None or result.loss_history[-1] < best[0]:
-                best = (result.loss_history[-1], result)
+            loss = result.loss_history[-1]
+            if search:  # rank the restarts by the loss of the text they decode to, and keep their top tokens
+                label = result.variables[1].detach() if problem.fixed_labels is None else None
+                loss = problem.discrete_distance(problem.decode(result.variables, self.parametrisation), label,
+                                                 self.distance, self.alpha)
+                logits = result.variables[0].detach()[0]
+                shortlists.append(problem.vocab[logits.topk(min(self.shortlist, logits.shape[-1]), dim=-1).indices])
+            if best is None or loss < best[0]:
+                best = (loss, result)
         result = best[1]
         ids = problem.decode(result.variables, self.parametrisation)
+        if search:
+            ids = problem.search(ids, torch.cat(shortlists, dim=1), result.variables, self)
         if self.refine_sweeps:
             ids = problem.refine(ids, result.variables, self)
         return Reconstruction(
@@ -336,6 +357,121 @@ class TextProblem:
         words = self._vocab_rows(rows)[index]
         grads = self._gradient(rows, words, label_logits, create_graph=False)
         return float(gradient_distance(grads, self.target, distance, alpha))
+
+    def _linear_sites(self) -> list[tuple[nn.Linear, str]] | None:
+        """For each shared tensor its ``nn.Linear`` and ``weight``/``bias``; ``None`` if one is elsewhere."""
+        modules = dict(self.model.named_modules())
+        sites = []
+        for name in self.params:
+            owner, attr = name.rsplit(".", 1)
+            module = modules.get(owner)
+            if not isinstance(module, nn.Linear) or attr not in ("weight", "bias"):
+                return None
+            sites.append((module, attr))
+        return sites
+
+    def batch_distances(self, candidates: torch.Tensor, label_logits: torch.Tensor | None = None,
+                        distance: str = "cosine", alpha: float = 0.01, chunk: int = 512) -> torch.Tensor:
+        """``discrete_distance`` of many one-sentence candidates (rows of token ids) at once, as a tensor.
+
+        One batched forward and backward gives each candidate's own gradient: for a linear layer
+        ``y = x Wᵀ + b`` it is ``Σ_t δ_t x_tᵀ`` (and ``Σ_t δ_t``), with ``δ`` the gradient at ``y``, which the
+        summed loss keeps per sentence. Needs a known label and no word-embedding matching; otherwise (or
+        for tensors outside linear layers) it scores the candidates one by one.
+        """
+        candidates = torch.as_tensor(candidates, dtype=torch.long).reshape(-1, self.length)
+        sites = self._linear_sites()
+        if sites is None or label_logits is not None or self.fixed_labels is None or self.match_words \
+                or self.batch_size != 1:
+            return torch.tensor([self.discrete_distance([c.tolist()], label_logits, distance, alpha)
+                                 for c in candidates], dtype=torch.double)
+        return torch.cat([self._batch_distances(part, sites, distance, alpha)
+                          for part in candidates.split(chunk)])
+
+    def _batch_distances(self, ids: torch.Tensor, sites: list[tuple[nn.Linear, str]], distance: str,
+                         alpha: float) -> torch.Tensor:
+        n = ids.shape[0]
+        table = self.model.get_input_embeddings().weight.detach()
+        full = torch.cat([torch.full((n, 1), self.tokenizer.cls_token_id), ids,
+                          torch.full((n, 1), self.tokenizer.sep_token_id)], dim=1)
+        modules = list({id(m): m for m, _ in sites}.values())
+        seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def keep(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            seen[id(module)] = (inputs[0].detach(), output)
+
+        hooks = [m.register_forward_hook(keep) for m in modules]
+        try:
+            with torch.enable_grad():
+                embeds = table[full]
+                logits = self.model(inputs_embeds=embeds, attention_mask=torch.ones(full.shape)).logits
+                loss = nn.functional.cross_entropy(logits, torch.tensor(self.fixed_labels * n), reduction="sum")
+                outputs = [seen[id(m)][1] for m in modules]
+                deltas = torch.autograd.grad(loss, outputs, allow_unused=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        delta = {id(m): (d if d is not None else torch.zeros_like(o)) for m, d, o in zip(modules, deltas, outputs)}
+        total = torch.zeros(n, dtype=torch.double)
+        for (module, attr), target in zip(sites, self.target):
+            x, d = seen[id(module)][0], delta[id(module)]
+            if x.dim() == 2:
+                x, d = x[:, None], d[:, None]
+            grad = torch.einsum("nto,nti->noi", d, x) if attr == "weight" else d.sum(1)
+            grad, target = grad.reshape(n, -1).double(), target.reshape(-1).double()
+            diff = grad - target
+            if distance == "l2":
+                total += diff.pow(2).sum(1)
+            elif distance == "tag":
+                total += diff.pow(2).sum(1) + alpha * diff.abs().sum(1)
+            elif target.abs().sum() == 0:
+                total += grad.pow(2).sum(1)
+            else:
+                total += 1 - (grad @ target) / (grad.norm(dim=1) * target.norm()).clamp_min(1e-12)
+        return total
+
+    def _first_order_candidates(self, sentence: list[int], label: torch.Tensor | None, attack: DLG) -> torch.Tensor:
+        """Per position the ``gradient_candidates`` tokens whose embedding the loss's gradient points to."""
+        table = self.model.get_input_embeddings().weight.detach()
+        words = table[torch.tensor([sentence])].requires_grad_(True)
+        variables = [words] if label is None else [words, label]
+        loss = gradient_distance(self.gradient(variables, "embeddings"), self.target, attack.distance,
+                                 attack.alpha)
+        (grad,) = torch.autograd.grad(loss, [words])
+        k = min(attack.gradient_candidates, self.vocab.numel())
+        return self.vocab[(-(grad[0] @ table[self.vocab].T)).topk(k, dim=-1).indices]
+
+    def search(self, ids: list[list[int]], shortlist: torch.Tensor, variables: list[torch.Tensor],
+               attack: DLG) -> list[list[int]]:
+        """Greedy discrete search for one sentence: best single-token substitution or pair swap, each step.
+
+        ``shortlist`` holds candidate tokens per position (``length × k``); the first-order candidates at
+        the current text join them at every step. Stops after ``attack.search_steps`` steps, when nothing
+        lowers the exact matching loss, or when the loss is zero up to rounding.
+        """
+        if self.batch_size != 1:
+            return ids
+        label = variables[1].detach() if self.fixed_labels is None else None
+        sentence = list(ids[0])
+        best = float(self.batch_distances(torch.tensor([sentence]), label, attack.distance, attack.alpha)[0])
+        for _ in range(attack.search_steps):
+            if best <= REFINE_TOL:
+                break
+            tokens = shortlist
+            if attack.gradient_candidates:
+                tokens = torch.cat([tokens, self._first_order_candidates(sentence, label, attack)], dim=1)
+            candidates = [sentence[:i] + [t] + sentence[i + 1:] for i in range(len(sentence))
+                          for t in tokens[i].unique().tolist() if t != sentence[i]]
+            candidates += [_swapped(sentence, i, j) for i in range(len(sentence))
+                           for j in range(i + 1, len(sentence)) if sentence[i] != sentence[j]]
+            if not candidates:
+                break
+            values = self.batch_distances(torch.tensor(candidates), label, attack.distance, attack.alpha)
+            value = float(values.min())
+            if value >= best:
+                break
+            best, sentence = value, candidates[int(values.argmin())]
+        return [sentence]
 
     def refine(self, ids: list[list[int]], variables: list[torch.Tensor], attack: DLG) -> list[list[int]]:
         """Greedy swaps of two positions while they lower the discrete matching loss (one sentence only).
