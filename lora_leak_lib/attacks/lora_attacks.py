@@ -19,6 +19,7 @@ from .. import data, fl, metrics, models
 from .base import Attack, Callback, Reconstruction, SharedUpdate
 from .dlg import DLG
 from .labels import head_bias_gradient
+from .later_layers import span_then_later_layers
 from .span import SpanAttack, first_layer_rows
 
 ROUND0_LR = 0.3
@@ -27,6 +28,8 @@ ROUND0_RESTARTS = 3
 """Relaxation restarts at round 0 (``dlg_steps // 2`` steps each): their top tokens together form the shortlist."""
 ROUND0_SEARCH_STEPS = 60
 """Greedy substitution steps after the relaxation at round 0 (each scores a few hundred texts exactly)."""
+LATER_SECONDS = 60.0
+"""Time the later-layer search may take on a sentence the first layer alone could not certify."""
 DEFAULT_ROUNDS = 20
 """Training steps of the global adapter before the attacked round in the CLI and benchmark: ``B ≠ 0``."""
 
@@ -61,7 +64,9 @@ class LoRABest:
     """The strongest attack the course has on a LoRA-only update.
 
     With non-zero first-layer ``lora_A`` gradients it runs the span attack (exact tokens within the
-    stacked rank, matching pursuit and local search beyond it); at round 0 it runs relaxed-vocabulary
+    stacked rank, matching pursuit and local search beyond it) and, for one sentence it could not certify,
+    a local search on the spans of layers 0 and 1 for up to ``later_seconds`` (``later_layers``); at round
+    0 it runs relaxed-vocabulary
     cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three restarts of ``dlg_steps // 2`` steps) as a
     shortlist of tokens per position, then a greedy discrete search of single-token substitutions and pair
     swaps scored by the exact matching loss (``DLG.search_steps``).
@@ -69,14 +74,14 @@ class LoRABest:
 
     name = "lora-best"
 
-    def __init__(self, dlg_steps: int = 200, restarts: int = 1) -> None:
-        self.dlg_steps, self.restarts = dlg_steps, restarts
+    def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_seconds: float = LATER_SECONDS) -> None:
+        self.dlg_steps, self.restarts, self.later_seconds = dlg_steps, restarts, later_seconds
 
     def reconstruct(self, shared: SharedUpdate, callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
         if not lora_a_is_zero(shared.update):
             first_layer_rows(shared.update)  # one clear error when layer 0 has no attention LoRA
-            result = SpanAttack().reconstruct(shared, callback)
+            result = span_then_later_layers(shared, self.later_seconds, callback=callback)
         else:
             dlg = DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, self.dlg_steps // 2),
                       restarts=max(ROUND0_RESTARTS, self.restarts), search_steps=ROUND0_SEARCH_STEPS, progress=False)

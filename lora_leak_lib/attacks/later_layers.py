@@ -1,0 +1,179 @@
+"""Later layers as a sharper certificate: when the first layer's span is too small for the sentence.
+
+Every layer's ``lora_A`` gradient rows lie in the span of *that* layer's inputs, just as in layer 0. Past
+layer 0 those inputs are hidden states, which depend on the whole sentence, so the server cannot test
+tokens one by one there; but for a whole candidate sentence it can run the public model and measure how
+much of each layer's gradient span its hidden states leave unexplained. Only the true sentence leaves
+nothing in any layer, and layer 1 is far more sensitive to word order than layer 0 (one swapped pair of
+64 tokens leaves 10× more residual there). ``deep_refine`` is a local search on that sum: token moves,
+swaps and substitutions, the substitutes ranked over the whole vocabulary by the layer-0 span test.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from .. import models
+from .base import Callback, Reconstruction, SharedUpdate
+from .span import CERTIFIED, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, public_inputs, span_attack
+
+DEFAULT_LAYERS = (0, 1)
+"""Layers whose spans the certificate sums: layer 1 adds most of the order information for little cost."""
+
+
+class LayerResidual:
+    """``Σ_l ‖Q_l − Q_l·P_{H_l}‖²`` for candidate sentences: how much of each layer's span they leave out.
+
+    ``Q_l`` is the orthonormal basis of layer ``l``'s stacked query/value ``lora_A`` rows, ``H_l`` the
+    candidate's inputs to layer ``l`` (its hidden states), computed with the public model and adapter.
+    """
+
+    def __init__(self, shared: SharedUpdate, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
+        bert = shared.public_model().get_base_model().bert
+        self.embeddings, self.blocks = bert.embeddings, bert.encoder.layer
+        self.bases = {}
+        for layer in layers:
+            try:
+                self.bases[layer] = input_span(first_layer_rows(shared.update, layer))
+            except ValueError:  # no attention LoRA there, or a zero gradient: that layer says nothing
+                continue
+        if not self.bases:
+            raise ValueError(f"no layer of {tuple(layers)} has a non-zero query/value lora_A gradient to test.")
+
+    @torch.no_grad()
+    def __call__(self, candidates: Sequence[Sequence[int]], chunk: int = 128) -> torch.Tensor:
+        """The summed residual of every candidate (token ids with [CLS]/[SEP], all of one length)."""
+        ids = torch.as_tensor(candidates)
+        last = max(self.bases)
+        values = []
+        for part in ids.split(chunk):
+            hidden = self.embeddings(input_ids=part)
+            total = torch.zeros(len(part), dtype=torch.float64)
+            for layer in range(last + 1):
+                if layer in self.bases:
+                    basis = self.bases[layer]
+                    u, _ = torch.linalg.qr(hidden.double().transpose(1, 2))   # (N, d, n): each candidate's span
+                    total += basis.pow(2).sum() - (basis @ u).pow(2).sum((1, 2))
+                if layer < last:
+                    hidden = self.blocks[layer](hidden)
+            values.append(total.clamp(min=0.0))
+        return torch.cat(values)
+
+
+def substitutes(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
+                count: int) -> dict[int, list[int]]:
+    """For each inner position, the ``count`` tokens of the whole vocabulary that would explain most of the
+    layer-0 span left over by the other positions (float32: a ranking, not a certificate)."""
+    n = len(ids)
+    tokens = (inputs.tokens[vocab] * inputs.gamma).float()
+    norm_e = inputs.tokens[vocab].pow(2).sum(1).float()
+    gamma, beta, d = inputs.gamma.float(), inputs.beta.float(), inputs.tokens.shape[1]
+    chosen = inputs.vectors(torch.tensor(ids), torch.arange(n))
+    out = {}
+    for p in range(1, n - 1):
+        others = torch.cat([chosen[:p], chosen[p + 1:]])
+        u, _ = torch.linalg.qr(others.T)
+        resid = basis - (basis @ u) @ u.T
+        c = inputs.positions[p]
+        # x = (γ⊙ē + γ⊙c̄)/σ + β, with σ² = (‖ē‖² + 2ē·c̄ + ‖c̄‖²)/d + eps; products with x in closed form
+        sigma = torch.sqrt((norm_e + 2 * (inputs.tokens[vocab] @ c).float() + float(c.pow(2).sum())) / d + inputs.eps)
+        shift = (c * inputs.gamma).float()
+        matrix = torch.cat([u, resid.T], dim=1).float()                      # (d, n-1+k)
+        product = (tokens @ matrix + shift @ matrix) / sigma[:, None] + beta @ matrix
+        inside, explained = product[:, :u.shape[1]], product[:, u.shape[1]:]
+        norm_x = ((tokens + shift).pow(2).sum(1) / sigma.pow(2) + 2 * ((tokens + shift) @ beta) / sigma
+                  + beta.pow(2).sum())
+        outside = (norm_x - inside.pow(2).sum(1)).clamp(min=1e-12)
+        gain = explained.pow(2).sum(1) / outside
+        out[p] = vocab[torch.topk(gain, count).indices].tolist()
+    return out
+
+
+def neighbours(ids: list[int], substitutes: dict[int, list[int]], window: int) -> list[tuple[list[int], set[int]]]:
+    """Every sentence one step away, with the positions it touches: move a token (up to ``window`` places),
+    swap two, or substitute one. [CLS] and [SEP] stay where they are."""
+    inner = range(1, len(ids) - 1)
+    out = []
+    for p in inner:
+        for q in inner:
+            if q == p or ids[p] == ids[q] or abs(p - q) > window:
+                continue
+            moved = list(ids)
+            moved.insert(q, moved.pop(p))
+            out.append((moved, set(range(min(p, q), max(p, q) + 1))))
+            if p < q:
+                swapped = list(ids)
+                swapped[p], swapped[q] = swapped[q], swapped[p]
+                out.append((swapped, {p, q}))
+        for token in substitutes.get(p, []):
+            if token != ids[p]:
+                changed = list(ids)
+                changed[p] = token
+                out.append((changed, {p}))
+    return out
+
+
+def combine(ids: list[int], steps: list[tuple[list[int], set[int]]]) -> list[int]:
+    """Apply several steps that touch disjoint positions to ``ids`` at once."""
+    out = list(ids)
+    for sentence, touched in steps:
+        for p in touched:
+            out[p] = sentence[p]
+    return out
+
+
+def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
+                layers: Sequence[int] = DEFAULT_LAYERS, seconds: float = 60.0, substitute_count: int = 8,
+                window: int = 8) -> tuple[list[int], float]:
+    """Local search on the later-layer residual, from ``ids`` (with [CLS]/[SEP]); returns ids and residual.
+
+    Each round scores every neighbour of the sentence, then takes the best one together with the other
+    improving steps that touch positions away from it (many repairs per round on long sentences), if
+    the combination scores better than the best step alone. It stops when nothing improves, when the
+    sentence is certified in every layer, or after ``seconds``.
+    """
+    start = time.perf_counter()
+    score = LayerResidual(shared, layers)
+    basis = input_span(first_layer_rows(shared.update))
+    best = float(score([ids])[0])
+    while best >= CERTIFIED and time.perf_counter() - start < seconds:
+        steps = neighbours(ids, substitutes(basis, inputs, ids, vocab, substitute_count), window)
+        values = score([s for s, _ in steps])
+        order = torch.argsort(values).tolist()
+        if float(values[order[0]]) >= best:
+            break
+        taken, blocked = [], set()
+        for i in order:
+            if float(values[i]) >= best:
+                break
+            touched = steps[i][1]
+            if not touched & blocked:
+                taken.append(steps[i])
+                blocked |= {q + k for q in touched for k in (-1, 0, 1)}
+        candidates = [steps[order[0]][0]] + ([combine(ids, taken)] if len(taken) > 1 else [])
+        trial = score(candidates)
+        j = int(torch.argmin(trial))
+        ids, best = candidates[j], float(trial[j])
+    return ids, best
+
+
+def span_then_later_layers(shared: SharedUpdate, seconds: float = 60.0, layers: Sequence[int] = DEFAULT_LAYERS,
+                           callback: Callback | None = None) -> Reconstruction:
+    """The span attack, then, for one sentence it could not certify, ``deep_refine`` for up to ``seconds``."""
+    result = span_attack(shared, callback=callback)
+    if shared.batch_size != 1 or result.loss_history[-1] < CERTIFIED or seconds <= 0:
+        return result
+    start = time.perf_counter()
+    tokenizer = models.load_tokenizer(shared.model_name)
+    inputs = public_inputs(shared.model_name, shared.model_seed, shared.num_labels)
+    ids = [tokenizer.cls_token_id] + result.token_ids[0] + [tokenizer.sep_token_id]
+    ids, residual = deep_refine(shared, inputs, ids, allowed_tokens(tokenizer), layers, seconds)
+    body = ids[1:-1]
+    if callback is not None:
+        callback(1, residual, [tokenizer.decode(body)])
+    result.token_ids, result.texts = [body], [tokenizer.decode(body)]
+    result.loss_history.append(residual)
+    result.seconds += time.perf_counter() - start
+    return result

@@ -1,0 +1,73 @@
+"""The later-layer certificate: every layer's lora_A rows lie in the span of that layer's hidden states."""
+import pytest
+import torch
+
+import lora_leak_lib as ll
+from lora_leak_lib.attacks import later_layers, span
+
+TEXT = "the quiet garden keeps its secrets under the old stone wall"
+
+
+@pytest.fixture(scope="module")
+def case():
+    shared = ll.fl.capture_update([TEXT], [1], "minilm", rank=8, rounds=20)
+    tokenizer = ll.models.load_tokenizer("minilm")
+    ids = tokenizer(TEXT)["input_ids"]
+    inputs = span.public_inputs("minilm")
+    return shared, ids, inputs, span.allowed_tokens(tokenizer)
+
+
+def test_true_sentence_leaves_no_residual_in_any_layer_and_a_swap_does(case):
+    shared, ids, _, _ = case
+    score = later_layers.LayerResidual(shared, layers=(0, 1))
+    swapped = list(ids)
+    swapped[2], swapped[5] = swapped[5], swapped[2]
+    values = score([ids, swapped])
+    assert float(values[0]) < span.CERTIFIED
+    assert float(values[1]) > 100 * span.CERTIFIED
+
+
+def test_layers_without_lora_are_skipped_and_none_at_all_is_an_error(case):
+    shared, _, _, _ = case
+    assert set(later_layers.LayerResidual(shared, layers=(0, 1, 7)).bases) == {0, 1}
+    with pytest.raises(ValueError, match="no layer"):
+        later_layers.LayerResidual(shared, layers=(7,))
+
+
+def test_substitutes_rank_the_missing_token_first_when_the_others_are_right(case):
+    shared, ids, inputs, vocab = case
+    basis = span.input_span(span.first_layer_rows(shared.update))
+    wrong = list(ids)
+    wrong[4] = ll.models.load_tokenizer("minilm").convert_tokens_to_ids("banana")
+    found = later_layers.substitutes(basis, inputs, wrong, vocab, count=8)
+    assert set(found) == set(range(1, len(ids) - 1))
+    assert found[4][0] == ids[4]
+
+
+def test_neighbours_keep_cls_and_sep_and_combine_applies_disjoint_steps():
+    ids = [101, 1, 2, 3, 4, 102]
+    steps = later_layers.neighbours(ids, {2: [9]}, window=8)
+    assert all(s[0] == 101 and s[-1] == 102 and s != ids for s, _ in steps)
+    assert len(steps) == 12 + 6 + 1  # moves between 4 inner places, swaps of 2 of them, one substitute
+    assert ([101, 1, 9, 3, 4, 102], {2}) in steps
+    swap = ([101, 2, 1, 3, 4, 102], {1, 2})
+    substitution = ([101, 1, 2, 3, 9, 102], {4})
+    assert later_layers.combine(ids, [swap, substitution]) == [101, 2, 1, 3, 9, 102]
+
+
+def test_deep_refine_repairs_a_swap_and_a_wrong_token(case):
+    shared, ids, inputs, vocab = case
+    broken = list(ids)
+    broken[2], broken[6] = broken[6], broken[2]
+    broken[9] = ll.models.load_tokenizer("minilm").convert_tokens_to_ids("banana")
+    repaired, residual = later_layers.deep_refine(shared, inputs, broken, vocab, seconds=60)
+    assert repaired == ids
+    assert residual < span.CERTIFIED
+
+
+def test_span_then_later_layers_leaves_a_certified_span_result_alone(case):
+    shared, ids, _, _ = case
+    shared.max_tokens = len(ids) - 2
+    result = later_layers.span_then_later_layers(shared, seconds=60)
+    assert result.token_ids == [ids[1:-1]]
+    assert len(result.loss_history) == 1
