@@ -65,28 +65,30 @@ class LayerResidual:
 def substitutes(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
                 count: int) -> dict[int, list[int]]:
     """For each inner position, the ``count`` tokens of the whole vocabulary that would explain most of the
-    layer-0 span left over by the other positions (float32: a ranking, not a certificate)."""
-    n = len(ids)
-    tokens = (inputs.tokens[vocab] * inputs.gamma).float()
-    norm_e = inputs.tokens[vocab].pow(2).sum(1).float()
-    gamma, beta, d = inputs.gamma.float(), inputs.beta.float(), inputs.tokens.shape[1]
+    layer-0 span left over by the other positions (float32: a ranking, not a certificate).
+
+    Every product with a candidate ``x = (γ⊙ē + γ⊙c̄)/σ + β`` splits into a token part, computed once for
+    the vocabulary, and a position part, so no ``V × d`` tensor is built per position.
+    """
+    n, d = len(ids), inputs.tokens.shape[1]
+    e = inputs.tokens[vocab].float()                                         # centred ē (V, d)
+    gamma, beta = inputs.gamma.float(), inputs.beta.float()
+    ge = e * gamma                                                           # γ⊙ē
+    e_norm, ge_norm, ge_beta = e.pow(2).sum(1), ge.pow(2).sum(1), ge @ beta
     chosen = inputs.vectors(torch.tensor(ids), torch.arange(n))
     out = {}
     for p in range(1, n - 1):
-        others = torch.cat([chosen[:p], chosen[p + 1:]])
-        u, _ = torch.linalg.qr(others.T)
+        u, _ = torch.linalg.qr(torch.cat([chosen[:p], chosen[p + 1:]]).T)   # inputs of the other positions
         resid = basis - (basis @ u) @ u.T
-        c = inputs.positions[p]
-        # x = (γ⊙ē + γ⊙c̄)/σ + β, with σ² = (‖ē‖² + 2ē·c̄ + ‖c̄‖²)/d + eps; products with x in closed form
-        sigma = torch.sqrt((norm_e + 2 * (inputs.tokens[vocab] @ c).float() + float(c.pow(2).sum())) / d + inputs.eps)
-        shift = (c * inputs.gamma).float()
+        c = inputs.positions[p].float()
+        gc = gamma * c
+        sigma = torch.sqrt((e_norm + 2 * (e @ c) + c.pow(2).sum()) / d + inputs.eps)
         matrix = torch.cat([u, resid.T], dim=1).float()                      # (d, n-1+k)
-        product = (tokens @ matrix + shift @ matrix) / sigma[:, None] + beta @ matrix
-        inside, explained = product[:, :u.shape[1]], product[:, u.shape[1]:]
-        norm_x = ((tokens + shift).pow(2).sum(1) / sigma.pow(2) + 2 * ((tokens + shift) @ beta) / sigma
-                  + beta.pow(2).sum())
-        outside = (norm_x - inside.pow(2).sum(1)).clamp(min=1e-12)
-        gain = explained.pow(2).sum(1) / outside
+        product = (ge @ matrix + gc @ matrix) / sigma[:, None] + beta @ matrix
+        norm_x = ((ge_norm + 2 * (ge @ gc) + gc.pow(2).sum()) / sigma.pow(2)
+                  + 2 * (ge_beta + gc @ beta) / sigma + beta.pow(2).sum())
+        outside = (norm_x - product[:, :u.shape[1]].pow(2).sum(1)).clamp(min=1e-12)
+        gain = product[:, u.shape[1]:].pow(2).sum(1) / outside
         out[p] = vocab[torch.topk(gain, count).indices].tolist()
     return out
 
