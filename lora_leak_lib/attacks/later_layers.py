@@ -43,19 +43,21 @@ class LayerResidual:
             raise ValueError(f"no layer of {tuple(layers)} has a non-zero query/value lora_A gradient to test.")
 
     @torch.no_grad()
-    def __call__(self, candidates: Sequence[Sequence[int]], chunk: int = 128) -> torch.Tensor:
-        """The summed residual of every candidate (token ids with [CLS]/[SEP], all of one length)."""
+    def __call__(self, candidates: Sequence[Sequence[int]], layers: Sequence[int] | None = None,
+                 chunk: int = 128) -> torch.Tensor:
+        """The summed residual of every candidate (token ids with [CLS]/[SEP], all of one length), over
+        ``layers`` (default: all this object tests; ``(0,)`` needs no transformer block and is cheap)."""
         ids = torch.as_tensor(candidates)
-        last = max(self.bases)
+        bases = {l: b for l, b in self.bases.items() if layers is None or l in layers}
+        last = max(bases)
         values = []
         for part in ids.split(chunk):
             hidden = self.embeddings(input_ids=part)
             total = torch.zeros(len(part), dtype=torch.float64)
             for layer in range(last + 1):
-                if layer in self.bases:
-                    basis = self.bases[layer]
+                if layer in bases:
                     u, _ = torch.linalg.qr(hidden.double().transpose(1, 2))   # (N, d, n): each candidate's span
-                    total += basis.pow(2).sum() - (basis @ u).pow(2).sum((1, 2))
+                    total += bases[layer].pow(2).sum() - (bases[layer] @ u).pow(2).sum((1, 2))
                 if layer < last:
                     hidden = self.blocks[layer](hidden)
             values.append(total.clamp(min=0.0))
@@ -128,27 +130,50 @@ def combine(ids: list[int], steps: list[tuple[list[int], set[int]]]) -> list[int
 
 def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
                 layers: Sequence[int] = DEFAULT_LAYERS, seconds: float = 60.0, substitute_count: int = 8,
-                window: int = 8) -> tuple[list[int], float]:
+                window: int = 8, shortlist: int = 256, kick: int = 3, patience: int = 1,
+                seed: int = 0) -> tuple[list[int], float]:
     """Local search on the later-layer residual, from ``ids`` (with [CLS]/[SEP]); returns ids and residual.
 
-    Each round scores every neighbour of the sentence, then takes the best one together with the other
-    improving steps that touch positions away from it (many repairs per round on long sentences), if
-    the combination scores better than the best step alone. It stops when nothing improves, when the
-    sentence is certified in every layer, or after ``seconds``.
+    Each round ranks every neighbour of the sentence by its layer-0 residual (no transformer block:
+    cheap), scores the best ``shortlist`` of them on all ``layers``, then takes the best step together
+    with the other improving steps that touch positions away from it (many repairs per round on long
+    sentences), if the combination scores better than the best step alone. Substitutes are ranked again
+    only when a round finds nothing. At a local minimum the best sentence so far gets ``kick`` random
+    steps and the descent starts again (iterated local search). It stops when the sentence is certified
+    in every layer, after ``patience`` kicks in a row that found nothing better (``kick=0``: at the first
+    local minimum), or after ``seconds``.
     """
     start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
     score = LayerResidual(shared, layers)
     basis = input_span(first_layer_rows(shared.update))
-    best = float(score([ids])[0])
+    best_ids, best = list(ids), float(score([ids])[0])
+    value, stale = best, 0
+    subs, fresh = substitutes(basis, inputs, ids, vocab, substitute_count), True
     while best >= CERTIFIED and time.perf_counter() - start < seconds:
-        steps = neighbours(ids, substitutes(basis, inputs, ids, vocab, substitute_count), window)
+        steps = neighbours(ids, subs, window)
+        if len(steps) > shortlist:
+            first = score([s for s, _ in steps], layers=(0,))
+            steps = [steps[i] for i in torch.argsort(first)[:shortlist].tolist()]
         values = score([s for s, _ in steps])
         order = torch.argsort(values).tolist()
-        if float(values[order[0]]) >= best:
-            break
+        if float(values[order[0]]) >= value:
+            if not fresh:
+                subs, fresh = substitutes(basis, inputs, ids, vocab, substitute_count), True
+                continue
+            if kick == 0 or stale >= patience:
+                break
+            stale += 1
+            moves = neighbours(best_ids, subs, window)
+            picks = torch.randperm(len(moves), generator=generator)[:kick].tolist()
+            ids = list(best_ids)
+            for i in picks:  # one after the other: a later step may undo part of an earlier one
+                ids = combine(ids, [moves[i]])
+            value, fresh = float(score([ids])[0]), False
+            continue
         taken, blocked = [], set()
         for i in order:
-            if float(values[i]) >= best:
+            if float(values[i]) >= value:
                 break
             touched = steps[i][1]
             if not touched & blocked:
@@ -157,8 +182,10 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
         candidates = [steps[order[0]][0]] + ([combine(ids, taken)] if len(taken) > 1 else [])
         trial = score(candidates)
         j = int(torch.argmin(trial))
-        ids, best = candidates[j], float(trial[j])
-    return ids, best
+        ids, value, fresh = candidates[j], float(trial[j]), False
+        if value < best:
+            best_ids, best, stale = list(ids), value, 0
+    return best_ids, best
 
 
 def span_then_later_layers(shared: SharedUpdate, seconds: float = 60.0, layers: Sequence[int] = DEFAULT_LAYERS,
