@@ -38,7 +38,7 @@ LAB_DLG_LR = 0.1
 """Adam's step for DLG in the lab. On notebook 07's sentence (tiny-bert, r=8, 20 rounds), 150 steps at 0.1
 reached 92% token accuracy where DLG's default 0.03 reached 0%."""
 DESCRIPTIONS = {
-    "lora-best": "the strongest: span attack when B ≠ 0, DLG on lora_B and the head at round 0",
+    "lora-best": "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head at round 0",
     "span": "exact token recovery from the first layer's lora_A gradients (needs B ≠ 0: rounds > 0)",
     "dlg": "relaxed-vocabulary DLG with a cosine distance, live step by step",
 }
