@@ -134,6 +134,8 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
                 seed: int = 0) -> tuple[list[int], float]:
     """Local search on the later-layer residual, from ``ids`` (with [CLS]/[SEP]); returns ids and residual.
 
+    Layer 0 is always among ``layers``: its span ranks the substitutes and pre-ranks the neighbours.
+
     Each round ranks every neighbour of the sentence by its layer-0 residual (no transformer block:
     cheap), scores the best ``shortlist`` of them on all ``layers``, then takes the best step together
     with the other improving steps that touch positions away from it (many repairs per round on long
@@ -145,8 +147,8 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
-    score = LayerResidual(shared, layers)
-    basis = input_span(first_layer_rows(shared.update))
+    score = LayerResidual(shared, sorted({0, *layers}))  # layer 0 ranks substitutes and pre-ranks neighbours
+    basis = score.bases[0]
     best_ids, best = list(ids), float(score([ids])[0])
     value, stale = best, 0
     subs, fresh = substitutes(basis, inputs, ids, vocab, substitute_count), True
