@@ -1,6 +1,6 @@
 """Benchmark: every defence's knob against the strongest LoRA attack, with the utility each setting keeps.
 
-For each setting of ``lora_leak_lib.defenses.settings``: a federated run (FedSGD clients on Rotten
+For each setting of ``lora_leak_lib.experiments.sweep.settings``: a federated run (FedSGD clients on Rotten
 Tomatoes, FedAdam server) under that defence, its held-out accuracy, and the ``lora-best`` attack on the
 defended messages of victim clients that hold one held-out sentence each. Prints a table and, per defence,
 the setting that brings mean ROUGE-1 below 20% with the most accuracy kept (or says that none did), and
@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 import lora_leak_lib as ll
-from lora_leak_lib import defenses
+from lora_leak_lib.attacks import attack_names, get_attack
+from lora_leak_lib.experiments import sweep
 
 
 def machine() -> str:
@@ -39,7 +40,7 @@ def machine() -> str:
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
     parser.add_argument("--model", default="tiny-bert", choices=list(ll.models.MODELS))
@@ -53,7 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=0.2, help="ROUGE-1 a setting must stay below")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/defenses.json")
-    return parser.parse_args()
+    parser.add_argument("--attack", default="lora-best", choices=attack_names(lora_text=True),
+                        help="the attack on every victim message, from the attack registry")
+    return parser
 
 
 def load_pool(args: argparse.Namespace) -> list[ll.data.Example]:
@@ -65,21 +68,22 @@ def load_pool(args: argparse.Namespace) -> list[ll.data.Example]:
 
 
 def main() -> None:
-    args = parse_args()
+    args = build_parser().parse_args()
+    attack = get_attack(args.attack).reconstruct
     ll.setup(args.seed)
-    recipe = defenses.Recipe(model_name=args.model, n_clients=args.clients, rounds=args.rounds,
+    recipe = sweep.Recipe(model_name=args.model, n_clients=args.clients, rounds=args.rounds,
                              n_victims=args.victims, source=load_pool(args), held_out=0.25, seed=args.seed)
-    chosen = [d for d in defenses.settings(quick=args.grid == "quick")
+    chosen = [d for d in sweep.settings(quick=args.grid == "quick")
               if args.only is None or d.name in args.only or d.name == "none"]
     results, start = [], time.perf_counter()
     for defence in chosen:
         t = time.perf_counter()
-        results.append(defenses.run_setting(defence, recipe))
+        results.append(sweep.run_setting(defence, recipe, attack))
         print(f"{defence.label:<20} done in {time.perf_counter() - t:5.1f} s", flush=True)
     if args.only is None or "secure-agg" in args.only:
-        results.append(defenses.sweep.two_client_attack(recipe))
-    table = defenses.recommendations(results, args.threshold)
-    print("\n" + defenses.sweep.results_table(results) + "\n")
+        results.append(sweep.two_client_attack(recipe, attack))
+    table = sweep.recommendations(results, args.threshold)
+    print("\n" + sweep.results_table(results) + "\n")
     for row in table:
         print(f"- {row['defence']}: {row['verdict']}" + (f" (ε = {row['epsilon']:.3g})" if row["epsilon"] else ""))
     report = dict(

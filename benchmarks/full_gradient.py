@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 import lora_leak_lib as ll
-from lora_leak_lib.attacks import DLG, capture_full_update
 from tqdm.auto import tqdm
 
-ATTACKS = {
+VARIANTS = {
     "relaxed-cosine+swaps": dict(parametrisation="relaxed", distance="cosine", refine_sweeps=10),
     "relaxed-cosine": dict(parametrisation="relaxed", distance="cosine"),
     "relaxed-l2": dict(parametrisation="relaxed", distance="l2"),
@@ -39,10 +38,10 @@ def machine() -> str:
 def run_attack(name: str, sentences: list[ll.data.Example], model: str, steps: int) -> dict:
     """Attack every sentence's full gradient with one variant; return its row and per-sentence scores."""
     tokenizer = ll.models.load_tokenizer(model)
-    attack = DLG(steps=steps, progress=False, **ATTACKS[name])
+    attack = ll.get_attack("dlg", steps=steps, **VARIANTS[name])
     rows, seconds, cpu_seconds = [], 0.0, 0.0
     for example in tqdm(sentences, desc=name, leave=False):
-        shared = capture_full_update([example.text], [example.label], model_name=model)
+        shared = ll.fl.capture_full_update([example.text], [example.label], model_name=model)
         start, cpu_start = time.perf_counter(), time.process_time()
         rec = attack.reconstruct(shared)
         seconds += time.perf_counter() - start
@@ -52,7 +51,7 @@ def run_attack(name: str, sentences: list[ll.data.Example], model: str, steps: i
         row.update(label_correct=float(rec.labels[0] == example.label))  # scores only: Rotten Tomatoes text stays out
         rows.append(row)
     summary = ll.metrics.summarize(rows)
-    return dict(attack=name, dlg=attack.name, model=model, steps=steps,
+    return dict(attack=name, dlg=attack.variant, model=model, steps=steps,
                 token_accuracy=summary["token_accuracy"], rouge1=summary["rouge1"], rouge2=summary["rouge2"],
                 exact_match=summary["exact_match"]["mean"], label_accuracy=summary["label_correct"]["mean"],
                 seconds_per_sentence=seconds / len(sentences), cpu_seconds_per_sentence=cpu_seconds / len(sentences),
@@ -66,7 +65,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=16, help="tokens per sentence, without [CLS]/[SEP]")
     parser.add_argument("--model", default="tiny-bert")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
+    parser.add_argument("--attacks", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", default="benchmarks/results/full_gradient.json")
     args = parser.parse_args()
 
@@ -97,7 +96,7 @@ def write(out: Path, args: argparse.Namespace, results: list[dict]) -> None:
         old = json.loads(out.read_text())
         if all(old.get(k) == report[k] for k in ("sentences", "length", "model")):
             report["results"] = [r for r in old["results"] if r["attack"] not in {n["attack"] for n in results}]
-    report["results"] = sorted(report["results"] + results, key=lambda r: list(ATTACKS).index(r["attack"]))
+    report["results"] = sorted(report["results"] + results, key=lambda r: list(VARIANTS).index(r["attack"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
 

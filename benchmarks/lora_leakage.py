@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 
 import lora_leak_lib as ll
-from lora_leak_lib.attacks import lora_attacks
+from dataclasses import replace
+
+from lora_leak_lib.attacks import attack_names
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
     parser.add_argument("--count", type=int, default=20, help="sentences per setting")
@@ -29,8 +31,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", default="all",
                         help="comma-separated row numbers of the table to run (0-based), or 'all'")
+    parser.add_argument("--attack", default="lora-best", choices=attack_names(lora_text=True),
+                        help="the attack of every row, from the attack registry")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
-    settings = list(lora_attacks.BENCHMARK)
+    settings = [replace(s, attack=args.attack) for s in ll.experiments.BENCHMARK]
     if args.settings != "all":
         try:
             settings = [settings[int(i)] for i in args.settings.split(",")]
@@ -47,7 +56,7 @@ def main() -> None:
         slow = setting.tokens >= 64 or setting.rounds == 0
         count = args.long_count if slow else args.count
         start = time.perf_counter()
-        row = lora_attacks.run_setting(setting, examples, count, args.seed, args.dlg_steps)
+        row = ll.experiments.run_setting(setting, examples, count, args.seed, args.dlg_steps)
         row["wall_seconds"] = time.perf_counter() - start
         for sentence in row["rows"]:  # scores only: the Rotten Tomatoes text stays out of the repository
             sentence.pop("original", None)

@@ -1,7 +1,15 @@
-"""lora_leak_lib: the helper library of the course on private-data leakage from LoRA gradients."""
-from . import attacks, config, data, defenses, exercises, fl, flower, gradients, lora, metrics, models, widgets
+"""lora_leak_lib: the helper library of the course on private-data leakage from LoRA gradients.
+
+Layers, bottom to top: ``config``, ``models``, ``lora``, ``gradients``, ``data`` → ``message`` (what crosses
+the wire) → ``training``, ``fl``, ``defenses``, ``attacks`` → ``experiments`` → ``cli``, ``widgets``, ``flower``.
+"""
+from . import (attacks, config, data, defenses, exercises, experiments, fl, flower, gradients, lora, message, metrics,
+               models, training, widgets)
+from .attacks import Knowledge, Reconstruction, get_attack
 from .config import set_seed, setup
+from .message import FederatedSetup, SharedUpdate
 
 __version__ = "0.1.0"
-__all__ = ["attacks", "config", "data", "defenses", "exercises", "fl", "flower", "gradients", "lora", "metrics",
-           "models", "set_seed", "setup", "widgets"]
+__all__ = ["FederatedSetup", "Knowledge", "Reconstruction", "SharedUpdate", "attacks", "config", "data", "defenses",
+           "exercises", "experiments", "fl", "flower", "get_attack", "gradients", "lora", "message", "metrics",
+           "models", "set_seed", "setup", "training", "widgets"]

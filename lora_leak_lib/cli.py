@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import config, data, gradients, lora, models
-from .attacks import infer_labels, lora_attacks
+from . import config, data, experiments, gradients, lora, models
+from .attacks import attack_names, check_attack_name, infer_labels
 from .fl import capture_update
 
 
@@ -47,7 +47,10 @@ def attack(args: argparse.Namespace) -> None:
     """Simulate one client's LoRA update on each text, attack it, print the reconstruction and its scores."""
     config.setup(args.seed)
     models.check_model_name(args.model)
-    lora_attacks.get_attack(args.attack)
+    if args.attack not in attack_names(lora_text=True):
+        check_attack_name(args.attack)  # an unknown name: the registry's message
+        raise ValueError(f"attack {args.attack!r} does not rebuild text from a LoRA update: choose one of "
+                         f"{', '.join(attack_names(lora_text=True))}.")
     if (args.text is None) == (args.file is None):
         raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
     if args.file is not None:
@@ -65,8 +68,8 @@ def attack(args: argparse.Namespace) -> None:
         if count > limit:
             raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}: shorten it.")
     for text in texts:
-        row = lora_attacks.attack_texts([text], [args.label], args.model, args.rank, args.rounds, args.attack,
-                                        args.seed)[0]
+        row = experiments.attack_texts([text], [args.label], args.model, args.rank, args.rounds, args.attack,
+                                       args.seed)[0]
         if args.json:
             print(json.dumps(row))
         else:
@@ -83,11 +86,11 @@ def bench(args: argparse.Namespace) -> None:
     """Run the leakage table on Rotten Tomatoes sentences and print it (and write JSON with ``--out``)."""
     config.setup(args.seed)
     examples = data.rotten_tomatoes(args.data, seed=args.seed)
-    settings = [s for s in lora_attacks.BENCHMARK if args.model in (None, s.model)]
+    settings = [s for s in experiments.BENCHMARK if args.model in (None, s.model)]
     results = []
     print(f"{'setting':<58} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} {'s/sent':>7}")
     for setting in settings:
-        result = lora_attacks.run_setting(setting, examples, args.count, args.seed, args.dlg_steps)
+        result = experiments.run_setting(setting, examples, args.count, args.seed, args.dlg_steps)
         results.append(result)
         print(f"{setting.label():<58} {result['token_accuracy']:>9.1%} {result['rouge1']:>8.1%} "
               f"{result['rouge2']:>8.1%} {result['seconds']:>7.2f}", flush=True)
@@ -116,8 +119,8 @@ def student(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; a ``ValueError`` becomes one line on stderr and exit status 2."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lora-leak`` command line: one sub-command per job."""
     parser = argparse.ArgumentParser(prog="lora-leak", description="Private-data leakage from LoRA gradients.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="one federated LoRA step on a private sentence, and what leaks")
@@ -131,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--text", help="the private sentence")
     p.add_argument("--file", help="a text file, one private sentence a line (each one client update)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
-    p.add_argument("--rounds", type=int, default=lora_attacks.DEFAULT_ROUNDS,
+    p.add_argument("--rounds", type=int, default=experiments.DEFAULT_ROUNDS,
                    help="training steps of the global adapter before this round (0: first round, B = 0)")
-    p.add_argument("--attack", default="lora-best", help=f"one of {', '.join(lora_attacks.ATTACKS)}")
+    p.add_argument("--attack", default="lora-best", help=f"one of {', '.join(attack_names(lora_text=True))}")
     p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label")
     p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     p.add_argument("--json", action="store_true", help="print one JSON object per sentence")
@@ -151,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--target", default=None, help="where student copies go (default: SOURCE/student)")
     p.set_defaults(run=student)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; a ``ValueError`` becomes one line on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
     try:
         status = args.run(args)
     except ValueError as error:

@@ -61,6 +61,12 @@ def set_seed(seed: int = DEFAULT_SEED) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def derive_seed(*numbers: int) -> int:
+    """One reproducible seed from several integers, e.g. ``(seed, client, round, step)``: every seed the
+    library draws for a message, a batch or a noise sample comes from here."""
+    return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1)[0])
+
+
 def quiet() -> None:
     """Silence the load reports, progress bars and deprecation chatter of transformers and peft."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -46,14 +46,22 @@ def rotten_tomatoes(path: str | Path | None = None, limit: int | None = None, se
         missing = [str(f) for f in files.values() if not f.exists()]
         if missing:
             raise ValueError(f"no Rotten Tomatoes file at {missing[0]}: pass the folder holding rt-polarity.pos/.neg.")
-        examples = [
-            Example(line.strip(), label)
-            for label, file in files.items()
-            for line in file.read_text(encoding="latin-1").splitlines()
-            if line.strip()
-        ]
+        examples = [Example(line.strip(), label) for label, file in files.items()
+                    for line in read_lines(file) if line.strip()]
     random.Random(seed).shuffle(examples)
     return examples[:limit]
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a text file in UTF-8, or in Windows-1252 where it is not UTF-8 (the original release of
+    the polarity files); one clear error naming the file when it can be read in neither."""
+    raw = path.read_bytes()
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(encoding).split("\n")
+        except UnicodeDecodeError:
+            continue
+    raise ValueError(f"{path} is neither UTF-8 nor Windows-1252 text: save it as UTF-8.")
 
 
 def _rotten_tomatoes_from_hub() -> list[Example]:

@@ -72,18 +72,6 @@ def check_lora_gradient_A(yours: object, B: torch.Tensor, G: torch.Tensor, alpha
                                                    "is scaled by r/alpha instead of alpha/r": B.T @ G / s})
 
 
-def check_parameter_count(yours: object, expected: int, what: str = "the parameter count") -> Feedback:
-    """Check an integer count, saying whether it is too high or too low and by what factor."""
-    if not isinstance(yours, int) or isinstance(yours, bool):
-        return Feedback(False, f"{what} should be an int, got {type(yours).__name__}.")
-    if yours == expected:
-        return Feedback(True, f"{what} is right: {expected:,}.")
-    whole_factor = yours > 0 and expected > 0 and (yours % expected == 0 or expected % yours == 0)
-    hint = (f" (exactly {yours / expected:g}× the answer: did you count A and B, every target and every layer?)"
-            if whole_factor else "")
-    return Feedback(False, f"{what} is {yours:,}, {'too high' if yours > expected else 'too low'}{hint}.")
-
-
 def _integer(yours: object) -> int | None:
     """``yours`` as a Python int when it is one (a 0-d integer tensor counts), else ``None``."""
     if isinstance(yours, torch.Tensor) and yours.numel() == 1 and not yours.is_floating_point():

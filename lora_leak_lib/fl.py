@@ -7,116 +7,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
-from transformers import BertForSequenceClassification
+from torch import nn
 
-from . import config, data, gradients, lora, models
-from .attacks.base import SharedUpdate
+from . import config, data, gradients, lora, models, training
+from .message import PROTOCOLS, FederatedSetup, LogEntry, SharedUpdate, State, check_protocol
 
-PROTOCOLS = ("fedsgd", "fedavg")
-"""FedSGD: each client sends one gradient of one batch. FedAvg: each client sends the delta of E local steps."""
-OPTIMIZERS = ("sgd", "adam")
-KINDS = {"fedsgd": "gradient", "fedavg": "delta"}
-State = OrderedDict  # name -> tensor, the adapter state (or update) that travels
-
-
-@dataclass(frozen=True)
-class FederatedSetup:
-    """The public set-up every party knows: model, LoRA configuration, protocol and its step sizes.
-
-    ``lr`` is the server's step on the mean gradient in FedSGD and each client's local step in FedAvg.
-    """
-
-    model_name: str = "tiny-bert"
-    rank: int = 8
-    alpha: float | None = None
-    targets: tuple[str, ...] = lora.DEFAULT_TARGETS
-    train_head: bool = True
-    num_labels: int = 2
-    model_seed: int = 0
-    protocol: str = "fedavg"
-    lr: float = 0.05
-    local_steps: int = 1
-    optimizer: str = "sgd"
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        models.check_model_name(self.model_name)
-        lora.check_rank(self.rank)
-        check_protocol(self.protocol)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
-        for name in ("local_steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"the learning rate must be positive, got {self.lr!r}.")
-        if self.alpha is None:
-            object.__setattr__(self, "alpha", float(2 * self.rank))
-        object.__setattr__(self, "targets", tuple(self.targets))
-
-    @property
-    def kind(self) -> str:
-        """What a client sends: ``"gradient"`` (FedSGD) or ``"delta"`` (FedAvg)."""
-        return KINDS[self.protocol]
-
-    def build_model(self) -> PeftModel:
-        """The shared model with fresh LoRA adapters (``B = 0``), exactly as ``SharedUpdate.public_model`` builds it."""
-        base = models.load_model(self.model_name, self.num_labels, seed=self.model_seed)
-        return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head).eval()
-
-
-def check_protocol(protocol: str) -> str:
-    """Return ``protocol`` or raise one clear error naming the known protocols."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}.")
-    return protocol
-
-
-@dataclass(frozen=True)
-class ClientMessage:
-    """What one client sends in one round: its update of the trainable tensors and its aggregation weight.
-
-    ``n_examples`` is the batch size in FedSGD and the size of the local dataset in FedAvg (as Flower sends it).
-    """
-
-    client_id: int
-    round: int
-    kind: str
-    update: State
-    n_examples: int
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One line of the server's message log: who sent what, in which round, and how big it was."""
-
-    client_id: int
-    round: int
-    kind: str
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    dtypes: tuple[str, ...]
-    bytes: int
-    n_examples: int
-
-    @classmethod
-    def of(cls, message: ClientMessage) -> "LogEntry":
-        """The log entry of a message: metadata only, no tensor values."""
-        u = message.update
-        return cls(message.client_id, message.round, message.kind, tuple(u), tuple(tuple(t.shape) for t in u.values()),
-                   tuple(str(t.dtype).replace("torch.", "") for t in u.values()), gradients.update_bytes(u),
-                   message.n_examples)
-
-
-def _seed_for(*numbers: int) -> int:
-    """One reproducible seed from several integers (seed, client, round, step)."""
-    return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
+__all__ = ["PROTOCOLS", "Client", "FederatedHistory", "FederatedSetup", "LogEntry", "Server", "SharedUpdate",
+           "WireCost", "capture_full_update", "capture_update", "check_protocol", "cosine_similarity", "evaluate",
+           "flatten", "load_examples", "run_federated", "split_among_clients", "weighted_mean", "wire_cost"]
 
 
 class Client:
@@ -139,46 +40,38 @@ class Client:
         (seed, client, round, step), so that a re-run sends the same update."""
         if self.setup.batch_size >= len(self.examples):
             return list(self.examples)
-        generator = torch.Generator().manual_seed(_seed_for(self.seed, self.client_id, round, step))
+        generator = torch.Generator().manual_seed(config.derive_seed(self.seed, self.client_id, round, step))
         index = torch.randperm(len(self.examples), generator=generator)[: self.setup.batch_size]
         return [self.examples[i] for i in sorted(index.tolist())]
 
-    def loss(self, batch: Sequence[data.Example]) -> torch.Tensor:
-        """Mean cross-entropy of the model on a batch of private examples."""
-        encoded = data.encode(self.tokenizer, [e.text for e in batch], models.max_tokens(self.model))
-        return gradients.classification_loss(self.model, encoded["input_ids"], encoded["attention_mask"],
-                                              torch.tensor([e.label for e in batch]))
+    def step_gradient(self, round: int, step: int) -> tuple[State, float]:
+        """The gradient of one local step on its private batch (a DP client clips and noises it)."""
+        batch = self.batch(round, step)
+        self.last_batches.append(batch)
+        return training.batch_gradient(self.model, self.tokenizer, batch)
 
-    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> ClientMessage:
-        """Load the global adapter, run the protocol on private data, and return only the trainable tensors."""
+    def aggregation_weight(self) -> int:
+        """``n_examples`` of the message: the batch in FedSGD, the local dataset in FedAvg (as Flower sends it)."""
+        return len(self.last_batches[0]) if self.setup.protocol == "fedsgd" else len(self.examples)
+
+    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> SharedUpdate:
+        """Load the global adapter, run the protocol on private data, and return only the trainable tensors.
+
+        FedSGD sends the gradient of one batch; FedAvg runs E local steps (``training.local_training``)
+        and sends ``θ_after − θ_global``.
+        """
         gradients.load_trainable_state(self.model, global_state)
         self.model.eval()  # dropout is 0 anyway; eval keeps every run deterministic
-        if self.setup.protocol == "fedsgd":
-            batch = self.batch(round)
-            encoded = data.encode(self.tokenizer, [e.text for e in batch], models.max_tokens(self.model))
-            update = gradients.shared_gradients(self.model, encoded["input_ids"], encoded["attention_mask"],
-                                                torch.tensor([e.label for e in batch]))
-            self.last_batches = [batch]
-        else:
-            update = self._local_training(global_state, round)
-        weight = len(self.last_batches[0]) if self.setup.protocol == "fedsgd" else len(self.examples)
-        return ClientMessage(self.client_id, round, self.setup.kind, update, weight, len(self.last_batches[0]))
-
-    def _local_training(self, global_state: dict[str, torch.Tensor], round: int) -> State:
-        """E local steps of SGD or Adam (fresh optimizer every round); returns ``θ_after − θ_global``."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer_class = torch.optim.SGD if self.setup.optimizer == "sgd" else torch.optim.Adam
-        optimizer = optimizer_class(params, lr=self.setup.lr)
         self.last_batches = []
-        for step in range(self.setup.local_steps):
-            batch = self.batch(round, step)
-            optimizer.zero_grad()
-            self.loss(batch).backward()
-            optimizer.step()
-            self.last_batches.append(batch)
-        optimizer.zero_grad(set_to_none=True)
-        before = OrderedDict((n, global_state[n]) for n in gradients.trainable_names(self.model))
-        return gradients.weight_delta(before, gradients.trainable_state(self.model))
+        if self.setup.protocol == "fedsgd":
+            update = self.step_gradient(round, 0)[0]
+        else:
+            training.local_training(self.model, self.setup.local_steps, lambda step: self.step_gradient(round, step),
+                                    self.setup.optimizer, self.setup.lr)
+            before = OrderedDict((n, global_state[n]) for n in gradients.trainable_names(self.model))
+            update = gradients.weight_delta(before, gradients.trainable_state(self.model))
+        return SharedUpdate(OrderedDict(update), OrderedDict(global_state), self.setup, self.client_id, round,
+                            self.aggregation_weight(), len(self.last_batches[0]))
 
 
 def weighted_mean(updates: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> State:
@@ -205,7 +98,7 @@ class Server:
         self.setup = setup
         self.global_state: State = OrderedDict((n, t.detach().clone()) for n, t in initial_state.items())
         self.sent: dict[int, State] = {}  # round -> global state sent that round
-        self.received: dict[tuple[int, int], ClientMessage] = {}  # (client, round) -> message
+        self.received: dict[tuple[int, int], SharedUpdate] = {}  # (client, round) -> message
         self.log: list[LogEntry] = []
 
     def broadcast(self, round: int) -> State:
@@ -213,7 +106,7 @@ class Server:
         self.sent[round] = OrderedDict((n, t.clone()) for n, t in self.global_state.items())
         return OrderedDict((n, t.clone()) for n, t in self.global_state.items())
 
-    def receive(self, message: ClientMessage) -> LogEntry:
+    def receive(self, message: SharedUpdate) -> LogEntry:
         """Log and keep one client message; refuse tensors that are not the adapter the server sent."""
         if list(message.update) != list(self.global_state):
             raise ValueError(f"client {message.client_id} sent tensors other than the trainable adapter.")
@@ -236,15 +129,7 @@ class Server:
         """What the curious server hands an attack: one client's update and the global state it was computed on."""
         if (client_id, round) not in self.received:
             raise ValueError(f"no message from client {client_id} in round {round}: see server.log for what arrived.")
-        m, s = self.received[(client_id, round)], self.setup
-        return SharedUpdate(
-            update=OrderedDict((n, t.clone()) for n, t in m.update.items()),
-            global_state=OrderedDict((n, t.clone()) for n, t in self.sent[round].items()),
-            model_name=s.model_name, rank=s.rank, alpha=s.alpha, targets=s.targets, train_head=s.train_head,
-            num_labels=s.num_labels, model_seed=s.model_seed, kind=m.kind, batch_size=m.batch_size, lr=s.lr,
-            local_steps=1 if m.kind == "gradient" else s.local_steps, client_id=client_id, round=round,
-            optimizer=s.optimizer if m.kind == "delta" else "sgd",
-        )
+        return replace(self.received[(client_id, round)], global_state=self.sent[round]).copy()
 
 
 def flatten(update: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -314,7 +199,7 @@ class FederatedHistory:
         """Every message the server received, in arrival order."""
         return self.server.log
 
-    def client_update(self, client_id: int, round: int, **changes) -> ClientMessage:
+    def client_update(self, client_id: int, round: int, **changes) -> SharedUpdate:
         """Re-run one client from the global state of ``round`` with a changed set-up (e.g. ``local_steps=4``).
 
         Nothing is logged or aggregated: this is the course asking "what would this client have sent?".
@@ -411,41 +296,18 @@ class WireCost:
 def wire_cost(model_name: str, rank: int = 8, targets: Sequence[str] = lora.DEFAULT_TARGETS,
               train_head: bool = True, num_labels: int = 2, bytes_per_number: int = 4) -> WireCost:
     """Parameters and bytes of one client message, LoRA-only vs full, built on the meta device (no weights)."""
+    model = models.architecture(model_name, num_labels)
+    full = lora.count_parameters(model)
     with torch.device("meta"):
-        model = BertForSequenceClassification(models.bert_config(model_name, num_labels=num_labels))
-        full = lora.count_parameters(model)
-        adapted = lora.apply_lora(model, rank, targets=targets, train_head=train_head)
-        sent = lora.count_parameters(adapted, trainable_only=True)
+        sent = lora.count_parameters(lora.apply_lora(model, rank, targets=targets, train_head=train_head),
+                                     trainable_only=True)
     return WireCost(model_name, sent, full, bytes_per_number)
-
-
-def train_adapter(model: PeftModel, examples: Sequence[data.Example], steps: int, lr: float = 1e-3,
-                  batch_size: int = 8, seed: int = 0) -> list[float]:
-    """Adam on the trainable parameters for ``steps`` batches drawn from ``examples``; returns the losses."""
-    if steps <= 0:
-        return []
-    tokenizer = models.load_tokenizer("tiny-bert")  # every registered model shares BERT's uncased WordPiece
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator)
-        batch = [examples[i] for i in index.tolist()]
-        encoded = data.encode(tokenizer, [e.text for e in batch], models.max_tokens(model))
-        loss = gradients.classification_loss(
-            model, encoded["input_ids"], encoded["attention_mask"], torch.tensor([e.label for e in batch])
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str = "tiny-bert", rank: int = 8,
                    alpha: float | None = None, targets: Sequence[str] = lora.DEFAULT_TARGETS,
                    train_head: bool = True, rounds: int = 0, seed: int = 0) -> SharedUpdate:
-    """One client's FedSGD gradient on ``texts`` as the server captures it.
+    """One client's FedSGD gradient on ``texts`` (one batch) as the server captures it.
 
     ``rounds`` > 0 first trains the global adapter for that many steps on the course sentences (other
     clients' data, not ``texts``), so that ``B ≠ 0`` as after some federated rounds; ``rounds=0`` is the
@@ -458,9 +320,25 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str 
                            batch_size=len(texts))
     model = setup.build_model()
     public = [e for e in data.course_sentences() if e.text not in texts]
-    train_adapter(model, public, rounds, seed=seed)
+    training.train_adapter(model, model_name, public, rounds, seed=seed)
     model.eval()
+    return _one_message(setup, model, texts, labels, rounds, seed)
+
+
+def capture_full_update(texts: Sequence[str], labels: Sequence[int], model_name: str = "tiny-bert",
+                        seed: int = 0) -> SharedUpdate:
+    """One client's FedSGD gradient under FULL fine-tuning (no LoRA): every parameter trains and is shared."""
+    if len(texts) != len(labels) or not texts:
+        raise ValueError("give one label per text and at least one text.")
+    config.set_seed(seed)
+    setup = FederatedSetup(model_name, model_seed=seed, protocol="fedsgd", batch_size=len(texts),
+                           full_finetune=True)
+    return _one_message(setup, setup.build_model(), texts, labels, 0, seed)
+
+
+def _one_message(setup: FederatedSetup, model: nn.Module, texts: Sequence[str], labels: Sequence[int],
+                 round: int, seed: int) -> SharedUpdate:
     server = Server(setup, gradients.trainable_state(model))
     client = Client(0, [data.Example(t, int(y)) for t, y in zip(texts, labels)], model, setup, seed)
-    server.receive(client.client_update(server.broadcast(rounds), rounds))
-    return server.captured(0, rounds)
+    server.receive(client.client_update(server.broadcast(round), round))
+    return server.captured(0, round)

@@ -9,9 +9,10 @@ aggregate, which ``FlowerHistory.captured_aggregate`` hands to the same attacks.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
-from . import config, data, fl, gradients, metrics
-from .attacks.base import SharedUpdate
-from .attacks.lora_attacks import get_attack
+from . import config, data, experiments, fl, gradients
+from .attacks import Knowledge
+from .message import LogEntry, SharedUpdate
 
 INSTALL_HINT = 'Flower is not installed: run `pip install -e ".[flower]"` (flwr[simulation] 1.42).'
 
@@ -36,9 +37,17 @@ def flower_available() -> bool:
 
 
 def require_flower() -> None:
-    """Raise one clear error, saying how to install the extra, when Flower is missing."""
+    """Raise one clear error, saying how to install the extra, when Flower is missing; switch its telemetry off.
+
+    Flower reports each run (event type, number of nodes, a random id kept in ``~/.flwr/source``) to its
+    makers unless ``FLWR_TELEMETRY_ENABLED=0``; a privacy course sends nothing, so its runs set that.
+    """
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
     if not flower_available():
         raise ValueError(INSTALL_HINT)
+    import flwr.supercore.telemetry as telemetry
+
+    telemetry.FLWR_TELEMETRY_ENABLED = "0"  # read once at import: also when flwr came in before this call
 
 
 def peft_names(model: PeftModel) -> OrderedDict[str, str]:
@@ -90,7 +99,7 @@ def _model(setup: fl.FederatedSetup) -> PeftModel:
 
 def _local_update(setup: fl.FederatedSetup, shards: Sequence[Sequence[data.Example]], seed: int,
                   make_client: Callable[..., fl.Client], client_id: int, server_round: int,
-                  arrays) -> tuple[PeftModel, OrderedDict[str, torch.Tensor], fl.ClientMessage]:
+                  arrays) -> tuple[PeftModel, OrderedDict[str, torch.Tensor], SharedUpdate]:
     """What every Flower node runs: load the global adapter Flower sent, run ``fl.Client`` ``client_id``
     for the round (Flower counts rounds from 1, the course from 0); return the model, that state and the reply."""
     model = _model(setup)
@@ -99,7 +108,7 @@ def _local_update(setup: fl.FederatedSetup, shards: Sequence[Sequence[data.Examp
     return model, global_state, client.client_update(global_state, server_round - 1)
 
 
-def _reply_metrics(reply: fl.ClientMessage) -> dict[str, int]:
+def _reply_metrics(reply: SharedUpdate) -> dict[str, int]:
     """The plain-text metadata every reply carries: its aggregation weight, who sent it, its batch size."""
     return {"num-examples": reply.n_examples, "client-id": reply.client_id, "batch-size": reply.batch_size}
 
@@ -179,8 +188,8 @@ class FlowerHistory:
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     sent: dict[int, OrderedDict[str, torch.Tensor]] = field(default_factory=dict)
-    received: dict[tuple[int, int], fl.ClientMessage] = field(default_factory=dict)
-    log: list[fl.LogEntry] = field(default_factory=list)
+    received: dict[tuple[int, int], SharedUpdate] = field(default_factory=dict)
+    log: list[LogEntry] = field(default_factory=list)
     secure: bool = False
     aggregates: dict[int, OrderedDict[str, torch.Tensor]] = field(default_factory=dict)
     replies: dict[tuple[int, int], Reply] = field(default_factory=dict)
@@ -214,11 +223,8 @@ class FlowerHistory:
         """The round's aggregate as one ``SharedUpdate``: one batch of every client's sentences (``client_id=-1``)."""
         replies = [m for (_, r), m in sorted({**self.received, **self.replies}.items()) if r == round]
         update = OrderedDict((n, t.float()) for n, t in self.aggregate(round).items())
-        message = fl.ClientMessage(-1, round, self.setup.kind, update,
-                                   sum(m.n_examples for m in replies), sum(m.batch_size for m in replies))
-        server = fl.Server(self.setup, self.sent[round])
-        server.sent, server.received = self.sent, {(-1, round): message}
-        return server.captured(-1, round)
+        return SharedUpdate(update, self.sent[round], self.setup, -1, round, sum(m.n_examples for m in replies),
+                            sum(m.batch_size for m in replies)).copy()
 
     def private_texts(self, round: int, client_id: int | None = None) -> list[str]:
         """The sentences client ``client_id`` (``None``: every client) trained on in ``round``.
@@ -239,19 +245,16 @@ def attack_scores(history: FlowerHistory, round: int, client_id: int | None = No
                   ) -> list[dict]:
     """Attack one client's update (``client_id=None``: the round's aggregate) and score each private sentence.
 
-    Reconstructions are paired with the sentences by the Hungarian assignment on ROUGE-1, as ``attack_texts``
-    does; each row holds the scores of ``metrics.sentence_scores`` plus ``original`` and ``reconstruction``.
+    The attacker is told nothing but the message (``Knowledge()``); reconstructions are paired with the
+    sentences by the Hungarian assignment on ROUGE-1 (``experiments.score``), each row holding the scores plus
+    ``original`` and ``reconstruction``.
     ``transform`` changes the update before the attack (e.g. ``secagg_quantized``, for a control).
     """
     shared = history.captured_aggregate(round) if client_id is None else history.captured(client_id, round)
     if transform is not None:
-        shared.update = transform(shared.update)
+        shared = replace(shared, update=transform(shared.update))
     texts = history.private_texts(round, client_id)
-    result = get_attack(attack).reconstruct(shared)
-    rows = metrics.score_batch(texts, result.texts)
-    for row, text, j in zip(rows, texts, metrics.match_batch(texts, result.texts)):
-        row.update(original=text, reconstruction=result.texts[j] if j >= 0 else "")
-    return rows
+    return experiments.attack_update(shared, texts, attack, Knowledge())
 
 
 def make_curious_fedavg(history: FlowerHistory, model: PeftModel, **kwargs):
@@ -272,10 +275,10 @@ def make_curious_fedavg(history: FlowerHistory, model: PeftModel, **kwargs):
                 metrics, arrays = reply.content["metrics"], reply.content["arrays"]
                 new = from_arrays(model, arrays)
                 delta = gradients.weight_delta(sent, new)
-                message = fl.ClientMessage(int(metrics["client-id"]), round, "delta", delta,
-                                           int(metrics["num-examples"]), int(metrics["batch-size"]))
+                message = SharedUpdate(delta, sent, history.setup, int(metrics["client-id"]), round,
+                                       int(metrics["num-examples"]), int(metrics["batch-size"]))
                 history.received[(message.client_id, round)] = message
-                history.log.append(fl.LogEntry.of(message))
+                history.log.append(LogEntry.of(message))
             return super().aggregate_train(server_round, replies)
 
     return CuriousFedAvg(**kwargs)

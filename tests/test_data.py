@@ -69,3 +69,22 @@ def test_truncate_to_tokens_cuts_to_exact_lengths(tokenizer):
         assert [data.n_tokens(tokenizer, e.text) for e in cut] == [length] * 4
     with pytest.raises(ValueError, match="ask for fewer or shorter"):
         data.truncate_to_tokens(tokenizer, sentences, 39, count=10)
+
+
+def test_rotten_tomatoes_decodes_utf8_and_the_original_windows_1252(tmp_path):
+    sentence = "el ladrón de orquídeas es uno de esos filmes — que vale la pena"
+    for encoding in ("utf-8", "cp1252"):
+        folder = tmp_path / encoding
+        folder.mkdir()
+        (folder / "rt-polarity.pos").write_bytes((sentence + "\n").encode(encoding))
+        (folder / "rt-polarity.neg").write_bytes("a plain one\n".encode(encoding))
+        assert sentence in [e.text for e in data.rotten_tomatoes(folder)]
+
+
+def test_the_shared_rotten_tomatoes_copy_has_no_garbled_sentence():
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "rt-polarity"
+    if not folder.is_dir():
+        pytest.skip("no ../shared/data/rt-polarity beside the project")
+    texts = [e.text for e in data.rotten_tomatoes(folder)]
+    assert len(texts) == 10662 and not any("Ã" in t or "â\x80" in t for t in texts)
+    assert any("ladrón de orquídeas" in t for t in texts)

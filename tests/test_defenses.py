@@ -9,6 +9,7 @@ import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib import defenses
+from lora_leak_lib.experiments import sweep
 
 
 def random_update(seed: int = 0, scale: float = 0.1) -> OrderedDict[str, torch.Tensor]:
@@ -21,7 +22,7 @@ def random_update(seed: int = 0, scale: float = 0.1) -> OrderedDict[str, torch.T
 def tiny_batch():
     ll.set_seed(0)
     model = ll.lora.apply_lora(ll.models.load_model("tiny-bert", seed=0), rank=4)
-    ll.fl.train_adapter(model, ll.data.course_sentences()[20:], steps=3)  # B != 0, so every tensor has a gradient
+    ll.training.train_adapter(model, "tiny-bert", ll.data.course_sentences()[20:], steps=3)  # B != 0, so every tensor has a gradient
     model.eval()
     examples = ll.data.course_sentences()[:6]
     encoded = ll.data.encode(ll.models.load_tokenizer("tiny-bert"), [e.text for e in examples])
@@ -61,11 +62,6 @@ def test_quantisation_round_trips_within_half_a_step(bits):
         step = defenses.quantisation_step(t, bits)
         assert float((restored[name] - t).abs().max()) <= step / 2 + 1e-7
         assert len(torch.unique(restored[name])) <= 2**bits - 1
-
-
-def test_without_head_drops_only_the_head():
-    kept = defenses.without_head(random_update())
-    assert list(kept) == ["layer.0.query.lora_A", "layer.0.query.lora_B"]
 
 
 @pytest.mark.parametrize("call, message", [
@@ -129,7 +125,7 @@ def test_dp_sgd_still_trains_the_model_and_changes_lora_b():
     loss = lambda: float(ll.gradients.classification_loss(model, encoded["input_ids"], encoded["attention_mask"], labels).detach())
     before_loss = loss()
     before = ll.gradients.trainable_state(model)
-    defenses.dp_sgd_train(model, examples, steps=30, max_norm=1.0, noise_multiplier=0.01, lr=1e-2, seed=0)
+    defenses.dp_sgd_train(model, "tiny-bert", examples, steps=30, max_norm=1.0, noise_multiplier=0.01, lr=1e-2, seed=0)
     after_loss = loss()
     after = ll.gradients.trainable_state(model)
     b_names = [n for n in before if "lora_B" in n]
@@ -282,11 +278,11 @@ def test_dp_client_reports_the_accountants_epsilon():
 ])
 def test_bad_defence_settings_raise_one_clear_error(name, value, message):
     with pytest.raises(ValueError, match=message):
-        defenses.Defence(name, value)
+        sweep.Defence(name, value)
 
 
 def fake_result(name, value, accuracy, rouge1):
-    return defenses.SettingResult(name, value, defenses.Defence(name, value).label, accuracy, 0.5, [0.5, accuracy],
+    return sweep.SettingResult(name, value, sweep.Defence(name, value).label, accuracy, 0.5, [0.5, accuracy],
                                   rouge1, rouge1, 2)
 
 
@@ -294,9 +290,9 @@ def test_recommendations_pick_the_most_accurate_private_setting():
     results = [fake_result("none", None, 0.70, 0.9), fake_result("top-k", 0.5, 0.70, 0.5),
                fake_result("top-k", 0.1, 0.65, 0.15), fake_result("top-k", 0.01, 0.55, 0.0),
                fake_result("rank", 4, 0.70, 0.8)]
-    rows = {r["defence"]: r for r in defenses.recommendations(results, threshold=0.2)}
+    rows = {r["defence"]: r for r in sweep.recommendations(results, threshold=0.2)}
     assert rows["top-k"]["setting"] == "top-k 0.1"
     assert rows["top-k"]["cost_points"] == pytest.approx(5.0)
     assert rows["rank"]["setting"] is None and "no setting" in rows["rank"]["verdict"]
-    front = defenses.pareto_front(results)
+    front = sweep.pareto_front(results)
     assert [r.label for r in front] == ["top-k 0.01", "top-k 0.1", "top-k 0.5"]

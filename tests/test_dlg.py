@@ -6,16 +6,15 @@ import torch
 from torch import nn
 
 import lora_leak_lib as ll
-from lora_leak_lib.attacks import (DLG, Reconstruction, capture_full_update, deep_leakage, infer_labels,
-                                   matching_losses)
-from lora_leak_lib.attacks.dlg import cover_assignment
+from lora_leak_lib.attacks import DLG, Knowledge, Reconstruction, deep_leakage, infer_labels, matching_losses
+from lora_leak_lib.attacks.search import cover_assignment
 
 TEXT = "my pin is 4821"
 
 
 @pytest.fixture(scope="module")
 def full_update():
-    return capture_full_update([TEXT], [0])
+    return ll.fl.capture_full_update([TEXT], [0])
 
 
 def _small_net() -> nn.Module:
@@ -50,14 +49,14 @@ def test_deep_leakage_checks_tensor_names():
 def test_full_update_shares_every_parameter(full_update):
     model = ll.models.load_model("tiny-bert", seed=0)
     assert list(full_update.update) == [n for n, _ in model.named_parameters()]
-    assert full_update.full_finetune
+    assert full_update.setup.full_finetune
     public = full_update.public_model()
     assert sum(p.numel() for p in public.parameters()) == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("label", [0, 1])
 def test_label_inference_batch_one(label):
-    update = capture_full_update([TEXT], [label]).update
+    update = ll.fl.capture_full_update([TEXT], [label]).update
     assert infer_labels(update) == [label]
 
 
@@ -68,9 +67,11 @@ def test_dlg_interface_and_callback(full_update):
     assert isinstance(rec, Reconstruction)
     length = ll.data.n_tokens(ll.models.load_tokenizer(), TEXT)
     assert len(rec.token_ids) == 1 and len(rec.token_ids[0]) == length  # length read from the positions
-    assert rec.labels == [0] and rec.attack == attack.name == "dlg-relaxed+tokenset-cosine-adam"
+    assert rec.labels == [0] and rec.attack == attack.name == "dlg"
+    assert attack.variant == "dlg-relaxed+tokenset-cosine-adam"
     assert len(rec.loss_history) == 20 and [s for s, _ in rec.snapshots] == [10, 20]
     assert [s for s, _, _ in seen] == [10, 20] and isinstance(seen[0][2][0], str)
+    assert all(loss == rec.loss_history[step - 1] for step, loss, _ in seen)  # one meaning for the callback
 
 
 def test_dlg_token_set_restricts_the_vocabulary(full_update):
@@ -99,7 +100,7 @@ def test_dlg_on_a_lora_update_needs_a_length():
     shared = ll.fl.capture_update([TEXT], [1], rank=2)
     with pytest.raises(ValueError, match="length is unknown"):
         DLG(steps=1, progress=False).reconstruct(shared)
-    rec = DLG(steps=2, length=3, progress=False).reconstruct(shared)
+    rec = DLG(steps=2, progress=False).reconstruct(shared, Knowledge(length=3))
     assert len(rec.token_ids[0]) == 3 and rec.labels == [1]
 
 
@@ -120,10 +121,10 @@ def test_dlg_rejects_mismatched_updates(full_update):
 
 def test_cover_assignment_uses_every_token():
     score = torch.tensor([[5.0, 0.0, 0.0], [4.0, 0.0, 1.0], [0.0, 0.1, 0.0], [3.0, 0.0, 0.0]])
-    order = cover_assignment(score)
+    order = [token for _, token in cover_assignment(score)]
     assert set(order) == {0, 1, 2} and order[0] == 0 and order[3] == 0  # argmax would never pick token 1
-    with pytest.raises(ValueError, match="cannot all fit"):
-        cover_assignment(torch.zeros(2, 3))
+    fewer_rows = cover_assignment(torch.tensor([[1.0, 2.0, 0.0], [0.0, 3.0, 1.0]]))  # columns left unused
+    assert fewer_rows == [(0, 0), (1, 1)]
 
 
 def test_matching_losses_are_zero_only_for_the_private_sentence(full_update):
@@ -137,7 +138,7 @@ def test_matching_losses_are_zero_only_for_the_private_sentence(full_update):
 
 def test_dlg_recovers_repeated_tokens():
     text = "my pin is my pin"
-    shared = capture_full_update([text], [1])
+    shared = ll.fl.capture_full_update([text], [1])
     rec = DLG(steps=100, refine_sweeps=10, progress=False).reconstruct(shared)
     reference = ll.models.load_tokenizer()(text)["input_ids"][1:-1]
     assert len(rec.token_ids[0]) == 5 and rec.labels == [1]
@@ -148,10 +149,9 @@ def test_dlg_recovers_repeated_tokens():
 @pytest.fixture(scope="module")
 def round0_problem():
     """A round-0 LoRA update (B = 0: only lora_B and head gradients carry anything) and its DLG problem."""
-    from lora_leak_lib.attacks.dlg import TextProblem
     shared = ll.fl.capture_update([TEXT], [1], "tiny-bert", rank=4, rounds=0)
     reference = ll.models.load_tokenizer()(TEXT)["input_ids"][1:-1]
-    return TextProblem.build(shared, DLG(length=len(reference), progress=False)), reference
+    return ll.attacks.TextProblem.build(shared, Knowledge(length=len(reference))), reference
 
 
 def test_batch_distances_equal_the_one_by_one_matching_loss(round0_problem):
@@ -172,5 +172,5 @@ def test_search_substitutes_and_swaps_back_to_the_private_sentence(round0_proble
     start[1], start[2] = start[2], start[1]                    # one wrong token and one swapped pair
     shortlist = torch.tensor([[t, *wrong] for t in reference])  # the true token is somewhere in each row
     attack = DLG(search_steps=5, gradient_candidates=0, progress=False)
-    assert problem.search([start], shortlist, [], attack) == [reference]
-    assert problem.search([start], shortlist, [], dataclasses.replace(attack, search_steps=1)) != [reference]
+    assert attack.search(problem, [start], shortlist, []) == [reference]
+    assert dataclasses.replace(attack, search_steps=1).search(problem, [start], shortlist, []) != [reference]

@@ -8,7 +8,7 @@ import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib import fl, gradients
-from lora_leak_lib.attacks.base import SharedUpdate
+from lora_leak_lib.message import SharedUpdate
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_server_averages_A_and_B_separately_with_example_weights(sentences):
     server.broadcast(0)
     deltas = [OrderedDict(A=torch.full((2, 4), float(i)), B=torch.full((4, 2), -float(i))) for i in (1, 4)]
     for i, (delta, n) in enumerate(zip(deltas, (3, 1))):
-        server.receive(fl.ClientMessage(i, 0, "delta", delta, n_examples=n, batch_size=n))
+        server.receive(SharedUpdate(delta, state, setup, i, 0, n_examples=n, batch_size=n))
     new = server.aggregate(0)
     assert torch.allclose(new["A"], torch.full((2, 4), (3 * 1 + 1 * 4) / 4))
     assert torch.allclose(new["B"], torch.full((4, 2), 1 - (3 * 1 + 1 * 4) / 4))
@@ -139,8 +139,9 @@ def test_captured_is_the_shared_update_attacks_consume(sentences):
                                lr=0.05, local_steps=2, optimizer="adam", progress=False)
     shared = history.server.captured(1, 1)
     assert isinstance(shared, SharedUpdate)
-    assert (shared.kind, shared.client_id, shared.round, shared.local_steps) == ("delta", 1, 1, 2)
-    assert (shared.optimizer, shared.lr, shared.batch_size) == ("adam", 0.05, len(history.clients[1].examples))
+    assert (shared.kind, shared.client_id, shared.round, shared.setup.local_steps) == ("delta", 1, 1, 2)
+    assert (shared.setup.optimizer, shared.setup.lr, shared.batch_size) == ("adam", 0.05,
+                                                                            len(history.clients[1].examples))
     message = history.server.received[(1, 1)]
     assert _max_diff(shared.update, message.update) == 0.0
     assert _max_diff(shared.global_state, history.server.sent[1]) == 0.0

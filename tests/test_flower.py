@@ -6,7 +6,7 @@ import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib import flower
-from lora_leak_lib.attacks.span import SpanAttack
+from lora_leak_lib.attacks import SpanAttack
 
 if not flower.flower_available():
     if os.environ.get("CI"):

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from lora_leak_lib import data, fl, gradients, lora, models
+from lora_leak_lib import data, gradients, lora, models, training
 from lora_leak_lib.attacks.labels import classes_present, head_bias_gradient, infer_labels
 
 BIAS = "base_model.model.classifier.modules_to_save.default.bias"
@@ -23,7 +23,7 @@ def fresh():
 def trained():
     """An adapter and head after some federated rounds: predictions far from uniform."""
     model = _fresh_model()
-    fl.train_adapter(model, data.course_sentences(), steps=40, lr=1e-2, seed=0)
+    training.train_adapter(model, "tiny-bert", data.course_sentences(), steps=40, lr=1e-2, seed=0)
     return model.eval()
 
 

@@ -1,6 +1,5 @@
 """The later-layer certificate: every layer's lora_A rows lie in the span of that layer's hidden states."""
 import pytest
-import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib.attacks import later_layers, span
@@ -13,8 +12,8 @@ def case():
     shared = ll.fl.capture_update([TEXT], [1], "minilm", rank=8, rounds=20)
     tokenizer = ll.models.load_tokenizer("minilm")
     ids = tokenizer(TEXT)["input_ids"]
-    inputs = span.public_inputs("minilm")
-    return shared, ids, inputs, span.allowed_tokens(tokenizer)
+    inputs = ll.attacks.public_inputs("minilm")
+    return shared, ids, inputs, ll.attacks.allowed_tokens(tokenizer)
 
 
 def test_true_sentence_leaves_no_residual_in_any_layer_and_a_swap_does(case):
@@ -36,7 +35,7 @@ def test_layers_without_lora_are_skipped_and_none_at_all_is_an_error(case):
 
 def test_substitutes_rank_the_missing_token_first_when_the_others_are_right(case):
     shared, ids, inputs, vocab = case
-    basis = span.input_span(span.first_layer_rows(shared.update))
+    basis = ll.attacks.input_span(ll.attacks.first_layer_rows(shared.update))
     wrong = list(ids)
     wrong[4] = ll.models.load_tokenizer("minilm").convert_tokens_to_ids("banana")
     found = later_layers.substitutes(basis, inputs, wrong, vocab, count=8)
@@ -65,9 +64,8 @@ def test_deep_refine_repairs_a_swap_and_a_wrong_token(case):
     assert residual < span.CERTIFIED
 
 
-def test_span_then_later_layers_leaves_a_certified_span_result_alone(case):
+def test_later_layers_attack_leaves_a_certified_span_result_alone(case):
     shared, ids, _, _ = case
-    shared.max_tokens = len(ids) - 2
-    result = later_layers.span_then_later_layers(shared, seconds=60)
-    assert result.token_ids == [ids[1:-1]]
-    assert len(result.loss_history) == 1
+    result = ll.get_attack("later-layers").reconstruct(shared, ll.Knowledge(length=len(ids) - 2))
+    assert result.token_ids == [ids[1:-1]] and result.attack == "later-layers"
+    assert len(result.loss_history) == 1 and result.loss == result.loss_history[0] < span.CERTIFIED

@@ -1,4 +1,4 @@
-"""LoRA attacks by name, the head's pooled output, one scored run and the `attack` CLI."""
+"""LoRA attacks by name, the head's pooled output, one scored run (experiments) and the `attack` CLI."""
 import json
 
 import pytest
@@ -6,7 +6,6 @@ import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib import cli
-from lora_leak_lib.attacks import lora_attacks
 
 
 @pytest.fixture(autouse=True)
@@ -21,27 +20,27 @@ def test_pooled_output_is_read_exactly_from_the_head_gradient():
     encoded = ll.models.load_tokenizer("tiny-bert")([text], return_tensors="pt")
     with torch.no_grad():
         pooled = model.get_base_model().bert(**encoded).pooler_output[0].double()
-    assert torch.allclose(lora_attacks.pooled_output(shared.update), pooled, atol=1e-4)
-    assert lora_attacks.lora_a_is_zero(shared.update)
+    assert torch.allclose(ll.attacks.pooled_output(shared.update), pooled, atol=1e-4)
+    assert ll.attacks.lora_a_is_zero(shared.update)
 
 
 def test_lora_best_at_round_0_searches_beyond_the_relaxation():
     # round 0: every lora_A gradient is zero; a short run of the shortlist + substitution search already
     # recovers some words (measured: 3 of 7 tokens at dlg_steps=40)
     text = "the nurse said my results were fine"
-    row = lora_attacks.attack_texts([text], [1], "tiny-bert", rank=8, rounds=0, dlg_steps=40)[0]
+    row = ll.experiments.attack_texts([text], [1], "tiny-bert", rank=8, rounds=0, dlg_steps=40)[0]
     assert row["token_accuracy"] >= 0.4 and row["tokens"] == 7 and row["rounds"] == 0
 
 
 def test_get_attack_knows_the_names_and_rejects_others():
-    assert lora_attacks.get_attack("lora-best").name == "lora-best"
-    assert lora_attacks.get_attack("span").name == "span"
+    assert ll.get_attack("lora-best").name == "lora-best"
+    assert ll.get_attack("span").name == "span"
     with pytest.raises(ValueError, match="unknown attack 'nope': choose one of lora-best"):
-        lora_attacks.get_attack("nope")
+        ll.get_attack("nope")
 
 
 def test_attack_texts_scores_a_trained_round_on_minilm():
-    row = lora_attacks.attack_texts(["the nurse said my results were fine"], [1], "minilm", rank=8, rounds=20)[0]
+    row = ll.experiments.attack_texts(["the nurse said my results were fine"], [1], "minilm", rank=8, rounds=20)[0]
     assert row["reconstruction"] == row["original"]
     assert row["token_accuracy"] == 1.0 and row["rouge1"] == 1.0
     assert {"seconds", "model", "rank", "attack", "rouge2", "rougeL"} <= set(row)

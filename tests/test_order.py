@@ -46,13 +46,6 @@ def test_assemble_batch_shares_a_token_that_both_sentences_use(prior):
     assert {s[1] for s in sentences} == {a[1], b[1]} and {s[3] for s in sentences} == {a[3], b[3]}
 
 
-def test_prior_swaps_fix_order_when_the_distance_cannot(prior):
-    truth = ids("the film is too long")
-    shuffled = [truth[1], truth[0], *truth[2:]]
-    flat = lambda candidate: float(sorted(candidate) != sorted(truth))  # knows the bag, not the order
-    assert order.prior_swaps(shuffled, flat, prior, weight=1.0) == truth
-
-
 def test_bad_inputs_raise(prior):
     with pytest.raises(ValueError, match="at least one sentence"):
         order.build_prior([])

@@ -9,7 +9,7 @@ from lora_leak_lib.attacks import span
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = ll.models.load_tokenizer("tiny-bert")
-    return tokenizer, span.public_inputs("tiny-bert", 0), span.allowed_tokens(tokenizer)
+    return tokenizer, ll.attacks.public_inputs("tiny-bert", 0), ll.attacks.allowed_tokens(tokenizer)
 
 
 def planted_rows(inputs, ids, rows, seed=0):
@@ -21,7 +21,7 @@ def planted_rows(inputs, ids, rows, seed=0):
 def test_closed_form_distances_match_explicit_vectors(tiny):
     tokenizer, inputs, _ = tiny
     ids = tokenizer("my pin is four four two one")["input_ids"]
-    basis = span.input_span(planted_rows(inputs, ids, 16))
+    basis = ll.attacks.input_span(planted_rows(inputs, ids, 16))
     tokens = torch.tensor([1996, 2026, 7279, 5000])
     fast = inputs.span_distances(basis, len(ids), tokens)
     for p in range(len(ids)):
@@ -33,7 +33,7 @@ def test_closed_form_distances_match_explicit_vectors(tiny):
 def test_planted_sentence_within_rank_is_recovered_exactly(tiny):
     tokenizer, inputs, vocab = tiny
     ids = tokenizer("my pin is four four two one")["input_ids"]
-    basis = span.input_span(planted_rows(inputs, ids, 16))
+    basis = ll.attacks.input_span(planted_rows(inputs, ids, 16))
     assert basis.shape[0] == len(ids)  # 16 rows of 9 inputs: the span is all of them
     dist = inputs.span_distances(basis, len(ids), vocab)
     assert vocab[dist[1:-1].argmin(1)].tolist() == ids[1:-1]
@@ -45,7 +45,7 @@ def test_planted_sentence_within_rank_is_recovered_exactly(tiny):
 def test_planted_sentence_beyond_rank_is_repaired_by_search(tiny):
     tokenizer, inputs, vocab = tiny
     ids = tokenizer("please send the money to my old bank account today")["input_ids"]  # 13 inputs
-    basis = span.input_span(planted_rows(inputs, ids, 10))              # rank 10 < 13
+    basis = ll.attacks.input_span(planted_rows(inputs, ids, 10))              # rank 10 < 13
     assert basis.shape[0] == 10
     result = span.recover_sentence(basis, inputs, vocab, len(ids), (101, 102))
     assert result.ids == ids and result.certified
@@ -64,7 +64,7 @@ def test_round_zero_and_bad_inputs_raise_clear_errors(tiny):
     with pytest.raises(ValueError, match="round 0"):
         span.span_attack(shared)
     with pytest.raises(ValueError, match="no lora_A of layer 0"):
-        span.first_layer_rows({"classifier.bias": torch.zeros(2)})
+        ll.attacks.first_layer_rows({"classifier.bias": torch.zeros(2)})
     later = ll.fl.capture_update(["a b c"], [0], "tiny-bert", rank=4, rounds=2)
     with pytest.raises(ValueError, match="without \\[CLS\\]"):
-        span.span_attack(later, length=10_000)
+        span.span_attack(later, ll.Knowledge(length=10_000))

@@ -6,6 +6,7 @@ import re
 import pytest
 import torch
 
+import lora_leak_lib as ll
 from lora_leak_lib import fl, models, widgets
 from lora_leak_lib.defenses.update import update_norm
 
@@ -50,7 +51,7 @@ def test_run_lab_live_steps_of_dlg():
     (dict(text=""), "empty"),
     (dict(text="   "), "empty"),
     (dict(text="word " * 80), "at most 64"),
-    (dict(attack="nope"), "unknown attack 'nope': choose one of lora-best, span, dlg"),
+    (dict(attack="nope"), "unknown attack 'nope': choose one of lora-best, dlg, span, later-layers"),
     (dict(defence="wall"), "unknown defence"),
     (dict(rank=3), "unknown rank 3"),
     (dict(model_name="gpt-9"), "unknown model"),
@@ -67,7 +68,7 @@ def test_run_lab_rejects_bad_input_with_one_clear_error(kwargs, message):
 def test_the_lab_uses_the_course_registry_and_tunes_dlg_for_the_live_view():
     from lora_leak_lib.attacks.dlg import DLG
 
-    assert widgets.attack_names()[0] == "lora-best"
+    assert widgets.lab_attacks() == ll.attacks.attack_names(lora_text=True) and widgets.lab_attacks()[0] == "lora-best"
     dlg = widgets.lab_attack("dlg", seed=3)
     assert isinstance(dlg, DLG) and dlg.lr == widgets.LAB_DLG_LR and dlg.snapshot_every == 10 and dlg.seed == 3
     assert widgets.lab_attack("span").name == "span"
@@ -140,10 +141,11 @@ def test_the_lab_builds_with_stable_css_classes():
     assert "lora-leak-run" in lab.button._dom_classes
     assert "lora-leak-result" in lab.view._dom_classes
     assert lab.rank.value == 4 and lab.attack.value == "lora-best"
-    assert tuple(lab.attack.options) == widgets.attack_names()
+    assert tuple(lab.attack.options) == widgets.lab_attacks()
+    assert list(lab.defence.options) == ll.defenses.lab_defences()
     assert lab.strength.disabled
     lab.defence.value = "noise"  # observe: the strength box follows the defence
-    assert not lab.strength.disabled and lab.strength.value == widgets.DEFENCES["noise"][0]
+    assert not lab.strength.disabled and lab.strength.value == ll.defenses.DEFENCES["noise"].lab_default
     lab.defence.value = "none"
     assert lab.strength.disabled
     with pytest.raises(ValueError, match="unknown rank 3"):

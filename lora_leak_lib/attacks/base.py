@@ -1,77 +1,93 @@
-"""What an attack receives (the curious server's view of one client update) and what it returns."""
+"""The one attack interface: what an attack is told besides the message, what it returns, how it reports progress."""
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
-from peft import PeftModel
 
-from .. import gradients, lora, models
+from ..message import SharedUpdate
 
 
-@dataclass
-class SharedUpdate:
-    """One client's message as the honest-but-curious server holds it, plus the public set-up.
+@dataclass(frozen=True)
+class Knowledge:
+    """What the attacker is assumed to know besides the message itself (the threat model, made explicit).
 
-    ``update`` maps trainable tensor names to the gradient (``kind="gradient"``, FedSGD) or weight delta
-    (``kind="delta"``, FedAvg) the client sent; ``global_state`` is the adapter state the server sent that
-    round. The remaining fields are what the server knows anyway: the model, LoRA set-up and protocol.
-    ``full_finetune=True`` means no LoRA: every parameter trains and is shared (``rank`` is then ignored).
+    ``length``: tokens per sentence without [CLS]/[SEP] (the longest one of a batch), as LAMP and DAGER
+    assume; ``None`` means the attack must find it or refuse. ``labels``: the sentences' classes; ``None``
+    means the attack reads them from the head (iDLG). ``batch_size``: sentences in the message; ``None``
+    means what the message's metadata says (Flower sends it in the clear).
     """
 
-    update: OrderedDict[str, torch.Tensor]
-    global_state: OrderedDict[str, torch.Tensor]
-    model_name: str
-    rank: int
-    alpha: float
-    targets: tuple[str, ...] = lora.DEFAULT_TARGETS
-    train_head: bool = True
-    num_labels: int = 2
-    model_seed: int = 0
-    kind: str = "gradient"
-    batch_size: int = 1
-    max_tokens: int | None = None
-    lr: float | None = None
-    local_steps: int = 1
-    client_id: int = 0
-    round: int = 0
-    optimizer: str = "sgd"
-    full_finetune: bool = False
+    length: int | None = None
+    labels: tuple[int, ...] | None = None
+    batch_size: int | None = None
 
-    def public_model(self) -> PeftModel:
-        """The model the server shares with clients, with this round's global adapter state loaded."""
-        base = models.load_model(self.model_name, self.num_labels, seed=self.model_seed)
-        if self.full_finetune:
-            gradients.load_trainable_state(base, self.global_state)
-            return base.eval()
-        model = lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head)
-        gradients.load_trainable_state(model, self.global_state)
-        return model.eval()
+    def __post_init__(self) -> None:
+        if self.length is not None and (not isinstance(self.length, int) or self.length < 1):
+            raise ValueError(f"the known length counts tokens without [CLS]/[SEP], at least 1: got {self.length!r}.")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(int(y) for y in self.labels))
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"the known batch size must be a positive integer, got {self.batch_size!r}.")
+
+    def sentences(self, shared: SharedUpdate) -> int:
+        """How many sentences the attacker looks for in ``shared``."""
+        return self.batch_size or shared.batch_size
 
 
 @dataclass
 class Reconstruction:
-    """What an attack recovered: token ids and text per sentence, labels, and how it got there."""
+    """What an attack recovered, and how it got there.
+
+    ``token_ids``/``texts``: one entry per sentence; ``labels``: the classes it read or used. ``attack`` is
+    the registry name; ``inputs`` holds continuous vectors an attack recovers instead of tokens (the head
+    leak's pooled sentence vector). ``loss`` is the attack's objective (lower is better; the registry's ``loss`` says
+    what it measures) for the returned result; ``loss_history[i]`` is that objective after the attack's step
+    ``i + 1``, and every ``callback(step, loss, texts)`` call has ``loss == loss_history[step - 1]``.
+    ``snapshots`` keep ``(step, texts)`` at the steps where the callback was called.
+    """
 
     token_ids: list[list[int]]
     texts: list[str]
     labels: list[int]
     attack: str
     seconds: float = 0.0
+    inputs: torch.Tensor | None = None
+    loss: float | None = None
     loss_history: list[float] = field(default_factory=list)
     snapshots: list[tuple[int, list[str]]] = field(default_factory=list)
 
 
 Callback = Callable[[int, float, list[str]], None]
-"""Called every few steps of a long attack with (step, matching loss, current texts): live views use it."""
+"""``callback(step, loss, texts)``: called every few steps of an attack (step counts from 1) with the objective
+after that step and the texts the attack would return now; live views use it."""
 
 
 class Attack(Protocol):
-    """One attack: a name and ``reconstruct``, in the style of the ``breaching`` library."""
+    """One attack, in the style of the ``breaching`` library: a registry ``name`` and ``reconstruct``."""
 
     name: str
 
-    def reconstruct(self, shared: SharedUpdate, callback: Callback | None = None) -> Reconstruction:
+    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                    callback: Callback | None = None) -> Reconstruction:
         ...
+
+
+class Progress:
+    """Keeps ``loss_history`` and ``snapshots`` of one attack run and forwards them to the user's callback."""
+
+    def __init__(self, callback: Callback | None = None) -> None:
+        self.callback = callback
+        self.loss_history: list[float] = []
+        self.snapshots: list[tuple[int, list[str]]] = []
+
+    def step(self, loss: float, texts: list[str] | None = None) -> int:
+        """Record the objective after one more step; with ``texts``, snapshot and call back. Returns the step."""
+        self.loss_history.append(float(loss))
+        step = len(self.loss_history)
+        if texts is not None:
+            self.snapshots.append((step, list(texts)))
+            if self.callback is not None:
+                self.callback(step, float(loss), list(texts))
+        return step

@@ -1,7 +1,12 @@
 """Label inference from the classifier-bias gradient (iDLG and its batch version): which classes, how many."""
 from __future__ import annotations
 
+import time
+
 import torch
+
+from .base import Callback, Knowledge, Reconstruction, SharedUpdate
+from .registry import register
 
 
 def head_bias_gradient(update: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -71,3 +76,18 @@ def infer_labels(update: dict[str, torch.Tensor], batch_size: int = 1, kind: str
                          f"{tuple(mean_probs.shape)}.")
     counts = _counts(batch_size * (mean_probs - g), batch_size)
     return [c for c, k in enumerate(counts) for _ in range(k)]
+
+
+@register("labels", "the labels of the batch from the head-bias gradient (iDLG and its batch count)",
+          "none: read off in one step", rebuilds_text=False)
+class LabelInference:
+    """``infer_labels`` as an ``Attack``: no text, only ``Reconstruction.labels`` (sorted)."""
+
+    name = "labels"
+
+    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                    callback: Callback | None = None) -> Reconstruction:
+        start = time.perf_counter()
+        labels = infer_labels(shared.update, knowledge.sentences(shared), shared.kind,
+                              lr=shared.setup.lr * shared.setup.local_steps if shared.kind == "delta" else None)
+        return Reconstruction([], [], labels, self.name, time.perf_counter() - start)

@@ -16,8 +16,11 @@ from typing import Sequence
 import torch
 
 from .. import models
-from .base import Callback, Reconstruction, SharedUpdate
-from .span import CERTIFIED, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, public_inputs, span_attack
+from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
+from .inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, public_inputs
+from .registry import register
+from .search import rearrangements_at
+from .span import CERTIFIED, span_attack
 
 DEFAULT_LAYERS = (0, 1)
 """Layers whose spans the certificate sums: layer 1 adds most of the order information for little cost."""
@@ -101,16 +104,7 @@ def neighbours(ids: list[int], substitutes: dict[int, list[int]], window: int) -
     inner = range(1, len(ids) - 1)
     out = []
     for p in inner:
-        for q in inner:
-            if q == p or ids[p] == ids[q] or abs(p - q) > window:
-                continue
-            moved = list(ids)
-            moved.insert(q, moved.pop(p))
-            out.append((moved, set(range(min(p, q), max(p, q) + 1))))
-            if p < q:
-                swapped = list(ids)
-                swapped[p], swapped[q] = swapped[q], swapped[p]
-                out.append((swapped, {p, q}))
+        out += [([ids[i] for i in order], touched) for order, touched in rearrangements_at(ids, p, inner, window)]
         for token in substitutes.get(p, []):
             if token != ids[p]:
                 changed = list(ids)
@@ -190,21 +184,38 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     return best_ids, best
 
 
-def span_then_later_layers(shared: SharedUpdate, seconds: float = 60.0, layers: Sequence[int] = DEFAULT_LAYERS,
-                           callback: Callback | None = None) -> Reconstruction:
-    """The span attack, then, for one sentence it could not certify, ``deep_refine`` for up to ``seconds``."""
-    result = span_attack(shared, callback=callback)
-    if shared.batch_size != 1 or result.loss_history[-1] < CERTIFIED or seconds <= 0:
-        return result
-    start = time.perf_counter()
-    tokenizer = models.load_tokenizer(shared.model_name)
-    inputs = public_inputs(shared.model_name, shared.model_seed, shared.num_labels)
-    ids = [tokenizer.cls_token_id] + result.token_ids[0] + [tokenizer.sep_token_id]
-    ids, residual = deep_refine(shared, inputs, ids, allowed_tokens(tokenizer), layers, seconds)
-    body = ids[1:-1]
-    if callback is not None:
-        callback(1, residual, [tokenizer.decode(body)])
-    result.token_ids, result.texts = [body], [tokenizer.decode(body)]
-    result.loss_history.append(residual)
-    result.seconds += time.perf_counter() - start
-    return result
+LATER_SECONDS = 60.0
+"""Time the later-layer search may take on a sentence the first layer alone could not certify."""
+
+
+@register("later-layers", "the span attack, then a local search on the spans of layers 0 and 1 for a sentence "
+          "the first layer could not certify", "span residual of layer 0, then summed over layers 0 and 1")
+class LaterLayers:
+    """``span_attack``, then, for one sentence it could not certify, ``deep_refine`` for up to ``seconds``.
+
+    Its steps: one per sentence length the span attack tried, then one for the later-layer search.
+    """
+
+    name = "later-layers"
+
+    def __init__(self, seconds: float = LATER_SECONDS, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
+        self.seconds, self.layers = seconds, tuple(layers)
+
+    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                    callback: Callback | None = None) -> Reconstruction:
+        progress = Progress(callback)
+        result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts))
+        if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.seconds <= 0:
+            result.loss_history, result.snapshots = progress.loss_history, progress.snapshots
+            result.attack = self.name
+            return result
+        start = time.perf_counter()
+        tokenizer = models.load_tokenizer(shared.setup.model_name)
+        inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
+        ids = [tokenizer.cls_token_id] + result.token_ids[0] + [tokenizer.sep_token_id]
+        ids, residual = deep_refine(shared, inputs, ids, allowed_tokens(tokenizer), self.layers, self.seconds)
+        body = ids[1:-1]
+        progress.step(residual, [tokenizer.decode(body)])
+        return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=result.labels,
+                              attack=self.name, seconds=result.seconds + time.perf_counter() - start,
+                              loss=residual, loss_history=progress.loss_history, snapshots=progress.snapshots)

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .. import data, models
+from .search import cover_assignment
 
 PUBLIC_TEXT = data.DATA_DIR / "public_text.txt"
 FIRST_WORD_ID = 1996
@@ -109,52 +109,10 @@ def assemble_batch(columns: Sequence[Sequence[int]], batch_size: int, prior: Big
         if not open_ or not tokens:
             continue
         score = np.array([[prior.log_prob(last[s], t) for t in tokens] for s in open_])
-        for s_row, t_col in _cover(score):
+        for s_row, t_col in cover_assignment(score):
             sentence, token = open_[s_row], tokens[t_col]
             last[sentence] = token
             if token != sep_id:
                 sentences[sentence].append(token)
         open_ = [s for s in open_ if last[s] != sep_id]
     return sentences
-
-
-def _cover(score: np.ndarray) -> list[tuple[int, int]]:
-    """Rows to columns maximising ``score``; every column used at least once while rows last, rows once each."""
-    rows, cols = score.shape
-    bonus = 1e6                                   # the first copy of every column is worth taking
-    spare = max(rows - cols, 0)
-    table = np.concatenate([score + bonus] + [score] * spare, axis=1) if spare else score + bonus
-    r, c = linear_sum_assignment(table, maximize=True)
-    return [(int(i), int(j) % cols) for i, j in zip(r, c)]
-
-
-def prior_swaps(ids: Sequence[int], distance: Callable[[list[int]], float], prior: BigramPrior,
-                weight: float = 0.01, sweeps: int = 4, fixed: Sequence[int] = ()) -> list[int]:
-    """LAMP's discrete step: swap two tokens while ``distance(ids) − weight · log p(ids)`` falls.
-
-    ``distance`` is the gradient distance of a candidate sentence (ids without [CLS]/[SEP]); the prior
-    breaks ties the gradient cannot, e.g. the order of words whose inputs look alike.
-    """
-    ids = list(ids)
-
-    def objective(candidate: list[int]) -> float:
-        return distance(candidate) - weight * prior.score(candidate)
-
-    best = objective(ids)
-    free = [p for p in range(len(ids)) if p not in fixed]
-    for _ in range(sweeps):
-        trials = []
-        for i, p in enumerate(free):
-            for q in free[i + 1:]:
-                if ids[p] != ids[q]:
-                    trial = list(ids)
-                    trial[p], trial[q] = trial[q], trial[p]
-                    trials.append(trial)
-        if not trials:
-            break
-        values = [objective(t) for t in trials]
-        j = int(np.argmin(values))
-        if values[j] >= best:
-            break
-        ids, best = trials[j], values[j]
-    return ids

@@ -14,118 +14,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
 from .. import models
-from .base import Callback, Reconstruction, SharedUpdate
+from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
+from .inputs import SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, public_inputs
 from .labels import infer_labels
+from .registry import register
+from .search import rearrangements_at
 
 CERTIFIED = 1e-4
 """A residual this small (sum of squares over an orthonormal basis) means the inputs explain the whole span."""
-
-SHARED_INPUT_MODULES = ("query", "key", "value")
-"""Attention projections that all read the hidden state entering a layer: their ``lora_A`` rows share a span."""
-
-
-def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
-    """The ``lora_A`` gradient rows of every attention projection of ``layer``, stacked (``m × d``, float64)."""
-    rows = [t for name, t in update.items()
-            if f"layer.{layer}.attention.self." in name and "lora_A" in name
-            and any(f".{module}." in name for module in SHARED_INPUT_MODULES)]
-    if not rows:
-        raise ValueError(f"the update holds no lora_A of layer {layer}'s query/key/value: the span attack "
-                         "needs LoRA on an attention projection of that layer.")
-    return torch.cat([r.detach().double() for r in rows])
-
-
-SPAN_TOL = 5e-8
-"""Relative singular value below which a direction of the stacked (normalised) rows counts as rounding.
-
-float32 gradients leave a floor of pure-noise directions at about 1–2e-8 of the largest (seen when the
-rows outnumber the inputs); everything above it is signal. An adapter trained from ``B = 0`` has a nearly
-low-rank ``B``, so much of the input span sits in small singular values: on tiny-bert after 20 steps
-(16 tokens, 20 Rotten Tomatoes sentences) a cut at 1e-5 gave 76% token accuracy, 1e-7 98%, 3e-8 99.7%.
-The price: rounding corrupts the weakest kept directions, so even the true sentence of such a model can
-leave a residual above ``CERTIFIED`` (about 0.1 on tiny-bert); the search then runs to its end instead of
-stopping early, and the result is the sentence with the least residual, not a certified one.
-"""
-
-
-def input_span(rows: torch.Tensor, tol: float = SPAN_TOL) -> torch.Tensor:
-    """Orthonormal basis ``Q`` (``k × d``) of the row span, ``k`` its numerical rank (relative ``tol``).
-
-    Rows are normalised first, so a module with a small gradient counts as much as a large one.
-    """
-    norms = rows.norm(dim=1, keepdim=True)
-    rows = rows[norms.squeeze(1) > 0] / norms[norms.squeeze(1) > 0]
-    if rows.numel() == 0:
-        raise ValueError("every first-layer lora_A gradient is zero (round 0: B = 0, so dL/dA = 0): use the "
-                         "attack 'lora-best', which falls back to DLG in round 0, or capture a later round.")
-    _, sigma, vh = torch.linalg.svd(rows, full_matrices=False)
-    rank = int((sigma > tol * sigma[0]).sum())
-    return vh[:rank]
-
-
-def allowed_tokens(tokenizer) -> torch.Tensor:
-    """Ids the span test may place inside a sentence: the vocabulary less special and ``[unused]`` tokens."""
-    special = set(tokenizer.all_special_ids)
-    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
-    keep = [i for i, tok in enumerate(vocab) if i not in special and not tok.startswith("[unused")]
-    return torch.tensor(keep)
-
-
-@dataclass
-class EmbeddingInputs:
-    """The first layer's input for any (token, position): ``x = γ ⊙ (ē_v + c̄_p)/σ_vp + β`` in closed form.
-
-    ``ē_v`` and ``c̄_p`` are the centred token and position(+type) embeddings; keeping them apart lets the
-    span test score the whole vocabulary at every position without building ``V × positions`` vectors.
-    """
-
-    tokens: torch.Tensor   # (V, d) centred word embeddings ē_v
-    positions: torch.Tensor  # (P, d) centred position + type-0 embeddings c̄_p
-    gamma: torch.Tensor    # (d,)
-    beta: torch.Tensor     # (d,)
-    eps: float
-
-    @classmethod
-    def from_model(cls, model: torch.nn.Module) -> "EmbeddingInputs":
-        """Read the embedding tables and LayerNorm of a (peft-wrapped) BERT."""
-        bert = model.get_base_model().bert if hasattr(model, "get_base_model") else model.bert
-        emb = bert.embeddings
-        words = emb.word_embeddings.weight.detach().double()
-        positions = emb.position_embeddings.weight.detach().double() + emb.token_type_embeddings.weight[0].detach().double()
-        return cls(words - words.mean(1, keepdim=True), positions - positions.mean(1, keepdim=True),
-                   emb.LayerNorm.weight.detach().double(), emb.LayerNorm.bias.detach().double(),
-                   float(emb.LayerNorm.eps))
-
-    def vectors(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """``x`` for paired token ids and positions (``n × d``): what the embedding layer outputs."""
-        u = self.tokens[token_ids] + self.positions[positions]
-        sigma = torch.sqrt(u.pow(2).mean(1, keepdim=True) + self.eps)
-        return self.gamma * u / sigma + self.beta
-
-    def span_distances(self, basis: torch.Tensor, length: int, token_ids: torch.Tensor) -> torch.Tensor:
-        """Relative distance ``‖x − QᵀQx‖/‖x‖`` of every candidate, for positions ``0..length-1`` (``length × V``).
-
-        With ``x = (γ⊙ē + γ⊙c̄)/σ + β`` every term is a ``V × P`` matrix of inner products, so no
-        ``V × P × d`` tensor is built.
-        """
-        d = self.tokens.shape[1]
-        e, c = self.tokens[token_ids], self.positions[:length]
-        g2, gb = self.gamma ** 2, self.gamma * self.beta
-        sigma2 = (e.pow(2).sum(1, keepdim=True) + 2 * e @ c.T + c.pow(2).sum(1)) / d + self.eps   # (V, P)
-        a, b, q0 = e @ (basis * self.gamma).T, c @ (basis * self.gamma).T, basis @ self.beta   # (V,k) (P,k) (k,)
-        lin_q = (a @ q0)[:, None] + (b @ q0)[None]
-        proj2 = ((a.pow(2).sum(1, keepdim=True) + 2 * a @ b.T + b.pow(2).sum(1)) / sigma2
-                 + 2 * lin_q / sigma2.sqrt() + q0.pow(2).sum())
-        sq = ((e.pow(2) @ g2)[:, None] + 2 * (e * g2) @ c.T + (c.pow(2) @ g2)[None]) / sigma2
-        lin = ((e @ gb)[:, None] + (c @ gb)[None]) / sigma2.sqrt()
-        norm2 = sq + 2 * lin + self.beta.pow(2).sum()
-        return torch.sqrt(torch.clamp(norm2 - proj2, min=0.0) / norm2).T
-
 
 def length_candidates(sep_distances: torch.Tensor, count: int = 3) -> list[int]:
     """Likely sentence lengths (with [CLS] and [SEP]): where [SEP] lies closest to the span, best first."""
@@ -186,16 +86,7 @@ def best_move(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int],
     free = [p for p in range(len(ids)) if p not in fixed]
     trials = [list(range(len(ids)))]
     for p in free:
-        for q in free:
-            if q == p or ids[p] == ids[q] or abs(p - q) > window:
-                continue
-            moved = list(range(len(ids)))
-            moved.insert(q, moved.pop(p))
-            trials.append(moved)
-            if p < q:
-                swapped = list(range(len(ids)))
-                swapped[p], swapped[q] = q, p
-                trials.append(swapped)
+        trials += [order for order, _ in rearrangements_at(ids, p, free, window)]
     values = permutation_residuals(basis, inputs, ids, torch.tensor(trials))
     j = int(torch.argmin(values))
     return [ids[i] for i in trials[j]], float(values[j])
@@ -288,12 +179,6 @@ def refine(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], shortli
     return ids, best
 
 
-@lru_cache(maxsize=4)
-def public_inputs(model_name: str, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
-    """The embedding tables of a registered model: frozen, so the same in every round (cached)."""
-    return EmbeddingInputs.from_model(models.load_model(model_name, num_labels, seed=model_seed))
-
-
 def candidate_table(dist: torch.Tensor, vocab: torch.Tensor, special: tuple[int, int],
                     shortlist: int) -> torch.Tensor:
     """``length × K`` candidate ids: each position's closest tokens, plus the tokens closest anywhere.
@@ -357,90 +242,96 @@ def perturb(ids: list[int], table: torch.Tensor, generator: torch.Generator, siz
     return ids
 
 
-def _lengths(shared: SharedUpdate, length: int | None, inputs: EmbeddingInputs, basis: torch.Tensor,
-             sep_id: int) -> list[int]:
+def _lengths(knowledge: Knowledge, inputs: EmbeddingInputs, basis: torch.Tensor, sep_id: int) -> list[int]:
     """Sequence lengths to try, [CLS] and [SEP] included: the known one, or where [SEP] fits best."""
     limit = inputs.positions.shape[0]
-    length = length or shared.max_tokens
-    if length is not None:
-        if not 1 <= length <= limit - 2:
-            raise ValueError(f"length counts the tokens without [CLS]/[SEP]: 1 to {limit - 2}, got {length}.")
-        return [length + 2]
+    if knowledge.length is not None:
+        if not knowledge.length <= limit - 2:
+            raise ValueError(f"the known length counts the tokens without [CLS]/[SEP]: 1 to {limit - 2}, "
+                             f"got {knowledge.length}.")
+        return [knowledge.length + 2]
     return length_candidates(inputs.span_distances(basis, limit, torch.tensor([sep_id]))[:, 0])
 
 
-def span_attack(shared: SharedUpdate, length: int | None = None, shortlist: int = 64, sweeps: int = 6,
+def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 64, sweeps: int = 6,
                 restarts: int = 4, tol: float = SPAN_TOL, callback: Callback | None = None) -> Reconstruction:
     """Recover the tokens of a batch-1 update from its first-layer ``lora_A`` gradients.
 
-    ``length`` counts the tokens without [CLS]/[SEP] (as ``shared.max_tokens`` and ``DLG`` do); when
-    neither gives it, the three positions where [SEP] fits the span best are tried and the sentence that
-    leaves the least residual wins (a certified sentence stops the search).
+    With the length unknown, the three positions where [SEP] fits the span best are tried and the
+    sentence that leaves the least residual wins (a certified sentence stops the search). Each length
+    tried is one step; its loss is the residual left by the sentence found for it.
     """
     start = time.perf_counter()
-    if shared.batch_size != 1:
-        return batch_span_attack(shared, length, shortlist, tol, callback)
-    tokenizer = models.load_tokenizer(shared.model_name)
-    inputs = public_inputs(shared.model_name, shared.model_seed, shared.num_labels)
+    if knowledge.sentences(shared) != 1:
+        return batch_span_attack(shared, knowledge, shortlist, tol, callback)
+    tokenizer = models.load_tokenizer(shared.setup.model_name)
+    inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
     basis = input_span(first_layer_rows(shared.update), tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     vocab = allowed_tokens(tokenizer)
     best: SpanResult | None = None
-    for step, n in enumerate(_lengths(shared, length, inputs, basis, special[1])):
+    progress = Progress(callback)
+    for n in _lengths(knowledge, inputs, basis, special[1]):
         result = recover_sentence(basis, inputs, vocab, n, special, shortlist, sweeps, restarts)
-        if callback is not None:
-            callback(step, result.residual, [tokenizer.decode(result.ids[1:-1])])
+        progress.step(result.residual, [tokenizer.decode(result.ids[1:-1])])
         if best is None or result.residual < best.residual:
             best = result
         if best.certified:
             break
     body = best.ids[1:-1]
-    return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=_labels(shared),
-                          attack="span", seconds=time.perf_counter() - start, loss_history=[best.residual])
+    return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=labels_for(shared, knowledge),
+                          attack="span", seconds=time.perf_counter() - start, loss=best.residual,
+                          loss_history=progress.loss_history, snapshots=progress.snapshots)
 
 
-def batch_span_attack(shared: SharedUpdate, length: int | None = None, shortlist: int = 64, tol: float = SPAN_TOL,
-                      callback: Callback | None = None) -> Reconstruction:
+def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 64,
+                      tol: float = SPAN_TOL, callback: Callback | None = None) -> Reconstruction:
     """Several sentences from one update: the union of their first-layer inputs contains the span.
 
     Matching pursuit picks up to ``batch_size`` tokens per position ([SEP] allowed anywhere, since the
     sentences end at different places) until the span is explained; the word-order prior then threads
-    the tokens of each position into sentences (``order.assemble_batch``).
+    the tokens of each position into sentences (``order.assemble_batch``). One step, its loss the residual.
     """
     from .order import assemble_batch, default_prior
 
     start = time.perf_counter()
-    tokenizer = models.load_tokenizer(shared.model_name)
-    inputs = public_inputs(shared.model_name, shared.model_seed, shared.num_labels)
+    size = knowledge.sentences(shared)
+    tokenizer = models.load_tokenizer(shared.setup.model_name)
+    inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
     basis = input_span(first_layer_rows(shared.update), tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
-    n = max(_lengths(shared, length, inputs, basis, special[1]))
+    n = max(_lengths(knowledge, inputs, basis, special[1]))
     vocab = allowed_tokens(tokenizer)
     dist = inputs.span_distances(basis, n, vocab)
     table = candidate_table(dist, vocab, special, shortlist)
     table = torch.cat([table, torch.full((n, 1), special[1])], dim=1)
-    atoms = greedy_atoms(basis, inputs, table, [(0, special[0])], capacity=shared.batch_size, fill=False)
+    atoms = greedy_atoms(basis, inputs, table, [(0, special[0])], capacity=size, fill=False)
     columns: list[list[int]] = [[] for _ in range(n)]
     for p, token in sorted(atoms):
         columns[p].append(token)
-    sentences = assemble_batch(columns[1:], shared.batch_size, default_prior(), special[1])
+    sentences = assemble_batch(columns[1:], size, default_prior(), special[1])
     residual = subspace_residual(basis, inputs.vectors(torch.tensor([t for _, t in atoms]),
                                                        torch.tensor([p for p, _ in atoms])))
     texts = [tokenizer.decode(s) for s in sentences]
-    if callback is not None:
-        callback(0, residual, texts)
-    return Reconstruction(token_ids=sentences, texts=texts,
-                          labels=_labels(shared),
-                          attack="span", seconds=time.perf_counter() - start, loss_history=[residual])
+    progress = Progress(callback)
+    progress.step(residual, texts)
+    return Reconstruction(token_ids=sentences, texts=texts, labels=labels_for(shared, knowledge), attack="span",
+                          seconds=time.perf_counter() - start, loss=residual, loss_history=progress.loss_history,
+                          snapshots=progress.snapshots)
 
 
-def _labels(shared: SharedUpdate) -> list[int]:
-    """Labels from the head bias when the head is shared; none otherwise (the tokens do not need them)."""
-    if not shared.train_head:
+def labels_for(shared: SharedUpdate, knowledge: Knowledge) -> list[int]:
+    """The labels an attack reports: the known ones, else read from the head bias when the head is shared
+    (iDLG), else none (the tokens do not need them)."""
+    if knowledge.labels is not None:
+        return list(knowledge.labels)
+    if not shared.setup.train_head:
         return []
-    return infer_labels(shared.update, shared.batch_size, shared.kind)
+    return infer_labels(shared.update, knowledge.sentences(shared), shared.kind)
 
 
+@register("span", "exact token recovery from the first layer's lora_A gradients (needs B ≠ 0: rounds > 0)",
+          "residual of the gradient span left by the sentence (0: certified)")
 class SpanAttack:
     """The span check as an ``Attack``: one sentence exactly, or a batch threaded by the word-order prior."""
 
@@ -449,6 +340,6 @@ class SpanAttack:
     def __init__(self, shortlist: int = 64, sweeps: int = 6, restarts: int = 4) -> None:
         self.shortlist, self.sweeps, self.restarts = shortlist, sweeps, restarts
 
-    def reconstruct(self, shared: SharedUpdate, callback: Callback | None = None) -> Reconstruction:
-        return span_attack(shared, shortlist=self.shortlist, sweeps=self.sweeps, restarts=self.restarts,
-                           callback=callback)
+    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                    callback: Callback | None = None) -> Reconstruction:
+        return span_attack(shared, knowledge, self.shortlist, self.sweeps, self.restarts, callback=callback)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .. import data, models
+from .. import config, data, models, training
 
 Update = OrderedDict[str, torch.Tensor]
 
@@ -93,7 +93,7 @@ def poisson_batch(n_examples: int, sample_rate: float, generator: torch.Generato
     return torch.nonzero(torch.rand(n_examples, generator=generator) < sample_rate).flatten().tolist()
 
 
-def dp_sgd_train(model: nn.Module, examples: Sequence[data.Example], steps: int, max_norm: float,
+def dp_sgd_train(model: nn.Module, model_name: str, examples: Sequence[data.Example], steps: int, max_norm: float,
                  noise_multiplier: float, sample_rate: float = 1.0, lr: float = 1e-2, optimizer: str = "adam",
                  seed: int = 0) -> int:
     """Train ``model``'s trainable tensors with ``steps`` DP-SGD steps (SGD, or Adam, on the private gradients).
@@ -104,26 +104,24 @@ def dp_sgd_train(model: nn.Module, examples: Sequence[data.Example], steps: int,
     where plain SGD barely moves them, but it rescales every coordinate to unit size, noise included.
     """
     check_dp_knobs(max_norm, noise_multiplier)
+    if not examples:
+        raise ValueError("dp_sgd_train needs at least one private example to train on.")
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}: batch size / dataset size.")
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"unknown optimizer {optimizer!r}: choose 'sgd' or 'adam'.")
-    tokenizer = models.load_tokenizer("tiny-bert")  # every registered model shares BERT's uncased WordPiece
+    tokenizer = models.load_tokenizer(model_name)
     params = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    optimizer = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(params.values(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     expected = sample_rate * len(examples)
-    for step in range(steps):
+
+    def gradient_fn(step: int) -> tuple[Update, float]:
         batch = [examples[i] for i in poisson_batch(len(examples), sample_rate, generator)]
-        if batch:
-            encoded = data.encode(tokenizer, [e.text for e in batch], models.max_tokens(model))
-            g = dp_gradient(model, encoded["input_ids"], encoded["attention_mask"],
-                            torch.tensor([e.label for e in batch]), max_norm, noise_multiplier, expected,
-                            seed=seed * 100_003 + step)
-        else:
-            g = dp_noise_only(params, max_norm, noise_multiplier, expected, seed=seed * 100_003 + step)
-        optimizer.zero_grad()
-        for name, p in params.items():
-            p.grad = g[name].to(p.dtype)
-        optimizer.step()
+        noise_seed = config.derive_seed(seed, step)
+        if not batch:
+            return dp_noise_only(params, max_norm, noise_multiplier, expected, noise_seed), float("nan")
+        encoded = data.encode(tokenizer, [e.text for e in batch], models.max_tokens(model))
+        return dp_gradient(model, encoded["input_ids"], encoded["attention_mask"],
+                           torch.tensor([e.label for e in batch]), max_norm, noise_multiplier, expected,
+                           noise_seed), float("nan")
+
+    training.local_training(model, steps, gradient_fn, optimizer, lr)
     return steps

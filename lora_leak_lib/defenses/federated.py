@@ -9,8 +9,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import data, fl, gradients, models
-from ..attacks.base import SharedUpdate
+from .. import config, data, fl, models
+from ..message import SharedUpdate
 from .accountant import epsilon
 from .dp import check_dp_knobs, dp_gradient, dp_noise_only, poisson_batch
 from .secure_aggregation import decode_fixed_point, mask_update, secure_sum_encoded
@@ -18,11 +18,6 @@ from .secure_aggregation import decode_fixed_point, mask_update, secure_sum_enco
 Update = OrderedDict[str, torch.Tensor]
 UpdateDefence = Callable[[Update, int], Update]
 """A transformation of one message: ``(update, seed) -> defended update`` (the seed drives any randomness)."""
-
-
-def message_seed(*numbers: int) -> int:
-    """One reproducible seed from (seed, client, round, ...)."""
-    return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
 
 
 class DefendedClient(fl.Client):
@@ -33,9 +28,9 @@ class DefendedClient(fl.Client):
         super().__init__(client_id, examples, model, setup, seed)
         self.defend = defend
 
-    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> fl.ClientMessage:
+    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> SharedUpdate:
         message = super().client_update(global_state, round)
-        seed = message_seed(self.seed, self.client_id, round, 1)
+        seed = config.derive_seed(self.seed, self.client_id, round, 1)
         return replace(message, update=OrderedDict(self.defend(message.update, seed)))
 
 
@@ -56,42 +51,26 @@ class DPClient(fl.Client):
     def sample_rate(self) -> float:
         return min(1.0, self.setup.batch_size / len(self.examples))
 
-    def private_gradient(self, round: int, step: int) -> Update:
-        """One DP-SGD gradient on a Poisson batch of the private examples."""
-        generator = torch.Generator().manual_seed(message_seed(self.seed, self.client_id, round, step, 2))
+    def step_gradient(self, round: int, step: int) -> tuple[Update, float]:
+        """One DP-SGD gradient on a Poisson batch of the private examples (the loss is not released: NaN)."""
+        generator = torch.Generator().manual_seed(config.derive_seed(self.seed, self.client_id, round, step, 2))
         batch = [self.examples[i] for i in poisson_batch(len(self.examples), self.sample_rate, generator)]
         self.last_batches.append(batch)
         expected = self.sample_rate * len(self.examples)
-        noise_seed = message_seed(self.seed, self.client_id, round, step, 3)
+        noise_seed = config.derive_seed(self.seed, self.client_id, round, step, 3)
         if not batch:
             shapes = OrderedDict((n, p) for n, p in self.model.named_parameters() if p.requires_grad)
-            return dp_noise_only(shapes, self.max_norm, self.noise_multiplier, expected, noise_seed)
+            return dp_noise_only(shapes, self.max_norm, self.noise_multiplier, expected, noise_seed), float("nan")
         encoded = data.encode(self.tokenizer, [e.text for e in batch], models.max_tokens(self.model))
         return dp_gradient(self.model, encoded["input_ids"], encoded["attention_mask"],
                            torch.tensor([e.label for e in batch]), self.max_norm, self.noise_multiplier,
-                           expected, noise_seed)
+                           expected, noise_seed), float("nan")
 
-    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> fl.ClientMessage:
-        gradients.load_trainable_state(self.model, global_state)
-        self.model.eval()
-        self.last_batches = []
+    def aggregation_weight(self) -> int:
+        """FedSGD: the expected Poisson batch, rounded (at least 1); FedAvg: the local dataset."""
         if self.setup.protocol == "fedsgd":
-            update = self.private_gradient(round, 0)
-        else:
-            params = OrderedDict((n, p) for n, p in self.model.named_parameters() if p.requires_grad)
-            optimizer_class = torch.optim.SGD if self.setup.optimizer == "sgd" else torch.optim.Adam
-            optimizer = optimizer_class(params.values(), lr=self.setup.lr)
-            for step in range(self.setup.local_steps):
-                g = self.private_gradient(round, step)
-                for name, p in params.items():
-                    p.grad = g[name]
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            update = gradients.weight_delta(OrderedDict((n, global_state[n]) for n in params),
-                                            gradients.trainable_state(self.model))
-        weight = max(1, round_half(self.sample_rate * len(self.examples))) if self.setup.protocol == "fedsgd" \
-            else len(self.examples)
-        return fl.ClientMessage(self.client_id, round, self.setup.kind, update, weight, len(self.last_batches[0]))
+            return max(1, round_half(self.sample_rate * len(self.examples)))
+        return len(self.examples)
 
     def epsilon(self, rounds: int, delta: float = 1e-5) -> float:
         """ε this client has spent after taking part in ``rounds`` rounds (RDP accountant, all its steps)."""
@@ -111,10 +90,10 @@ class SecureAggregationClient(fl.Client):
         super().__init__(client_id, examples, model, setup, seed)
         self.client_ids = list(client_ids)
 
-    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> fl.ClientMessage:
+    def client_update(self, global_state: dict[str, torch.Tensor], round: int = 0) -> SharedUpdate:
         message = super().client_update(global_state, round)
         weighted = OrderedDict((n, t * message.n_examples) for n, t in message.update.items())
-        masked = mask_update(weighted, self.client_id, self.client_ids, message_seed(self.seed, round, 4))
+        masked = mask_update(weighted, self.client_id, self.client_ids, config.derive_seed(self.seed, round, 4))
         return replace(message, update=masked)
 
 

@@ -79,17 +79,3 @@ def quantise(update: dict[str, torch.Tensor], bits: int) -> Update:
         step = quantisation_step(t, bits)
         out[name] = torch.round(t / step) * step if step > 0 else t.clone()
     return out
-
-
-def is_head(name: str) -> bool:
-    """True for the classification head's tensors (``classifier.*``), which LoRA set-ups often train too."""
-    return ".classifier." in f".{name}"
-
-
-def without_head(update: dict[str, torch.Tensor]) -> Update:
-    """The update minus the classification head: a client that keeps its head local shares only LoRA A and B."""
-    check_update(update)
-    kept = OrderedDict((n, t) for n, t in update.items() if not is_head(n))
-    if not kept:
-        raise ValueError("the update holds only head tensors: nothing would be shared without the head.")
-    return kept

@@ -1,9 +1,14 @@
 """What the embedding gradients of full fine-tuning give away at once: the tokens used and the length."""
 from __future__ import annotations
 
+import time
 from typing import Mapping
 
 import torch
+
+from .. import models
+from .base import Callback, Knowledge, Reconstruction, SharedUpdate
+from .registry import register
 
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 POSITION_EMBEDDINGS = "embeddings.position_embeddings.weight"
@@ -38,3 +43,20 @@ def sequence_length(update: Mapping[str, torch.Tensor], tol: float = 0.0) -> int
     """Positions used by the longest sentence, special tokens included: the non-zero position-embedding rows."""
     rows = nonzero_rows(update[find_tensor(update, POSITION_EMBEDDINGS)], tol)
     return max(rows) + 1 if rows else 0
+
+
+@register("token-set", "the bag of tokens and the length from a full fine-tuning gradient's embedding rows",
+          "none: read off in one step", lora=False)
+class TokenSet:
+    """``token_set`` as an ``Attack``: one text of the leaked tokens in vocabulary order (the words, not their
+    order; special tokens left out)."""
+
+    name = "token-set"
+
+    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                    callback: Callback | None = None) -> Reconstruction:
+        start = time.perf_counter()
+        tokenizer = models.load_tokenizer(shared.setup.model_name)
+        special = set(tokenizer.all_special_ids)
+        ids = [t for t in token_set(shared.update) if t not in special]
+        return Reconstruction([ids], [tokenizer.decode(ids)], [], self.name, time.perf_counter() - start)

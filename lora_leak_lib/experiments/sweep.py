@@ -2,38 +2,23 @@
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
-from .. import data, fl, metrics, models
-from ..attacks.base import Reconstruction, SharedUpdate
-from .federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient
-from .secure_aggregation import subtract_own
-from .update import add_noise, clip_update, quantise, top_k
+from .. import data, fl
+from ..attacks import Knowledge, Reconstruction, SharedUpdate, get_attack
+from ..defenses.federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient
+from ..defenses.registry import DEFENCES, check_defence
+from ..defenses.secure_aggregation import subtract_own
+from .core import reference_ids, score
 
-KNOBS: dict[str, str] = {
-    "none": "no defence",
-    "dp-sgd": "DP-SGD noise multiplier σ (per-sample clip C)",
-    "clip": "update norm bound",
-    "noise": "Gaussian noise std",
-    "top-k": "fraction of entries kept",
-    "quantise": "bits per entry",
-    "batch": "sentences per message",
-    "local-steps": "local SGD steps E (FedAvg)",
-    "rank": "LoRA rank r",
-    "no-head": "head kept on the client",
-    "secure-agg": "clients per secure aggregate",
-}
-"""Every defence the sweep knows, with what its knob means."""
-
-AttackFn = Callable[[SharedUpdate], Reconstruction]
+AttackFn = Callable[[SharedUpdate, Knowledge], Reconstruction]
+"""``attack(shared, knowledge) -> Reconstruction``: how the sweep attacks a message (an ``Attack.reconstruct``)."""
 
 
 @dataclass(frozen=True)
@@ -73,41 +58,19 @@ class Defence:
     value: float | int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in KNOBS:
-            raise ValueError(f"unknown defence {self.name!r}: choose one of {', '.join(KNOBS)}.")
-        needs_value = self.name not in ("none", "no-head")
-        if needs_value and (self.value is None or isinstance(self.value, bool)):
-            raise ValueError(f"defence {self.name!r} needs a value for its knob ({KNOBS[self.name]}).")
-        if needs_value:
-            self.check_value()
-
-    def check_value(self) -> None:
-        """Raise one clear error for a knob value the defence cannot take (the transformations check the rest)."""
-        v, n = self.value, self.name
-        integer = isinstance(v, int) and not isinstance(v, bool)
-        if n in ("batch", "local-steps", "rank") and not (integer and v >= 1):
-            raise ValueError(f"{n} must be a positive integer, got {v!r}.")
-        if n == "secure-agg" and not (integer and v >= 2):
-            raise ValueError(f"secure aggregation needs at least 2 clients per aggregate, got {v!r}.")
-        probe = OrderedDict(x=torch.ones(4))
-        if n in ("clip", "noise", "top-k", "quantise"):
-            self.transform()(probe, 0)
-        if n == "dp-sgd" and not (isinstance(v, (int, float)) and v >= 0):
-            raise ValueError(f"the DP-SGD noise multiplier must be zero or positive, got {v!r}: try 1.0.")
+        check_defence(self.name).check_value(self.value)
 
     @property
     def label(self) -> str:
         return self.name if self.value is None else f"{self.name} {self.value:g}"
 
     def transform(self) -> Callable[[OrderedDict, int], OrderedDict] | None:
-        """The message transformation of this defence, or ``None`` when it acts elsewhere."""
-        v = self.value
-        return {
-            "clip": lambda u, s: clip_update(u, v),
-            "noise": lambda u, s: add_noise(u, v, s),
-            "top-k": lambda u, s: top_k(u, v),
-            "quantise": lambda u, s: quantise(u, v),
-        }.get(self.name)
+        """The message transformation of this defence, ``(update, seed) -> update``, or ``None`` when it acts
+        elsewhere (in training or in the protocol)."""
+        spec = DEFENCES[self.name]
+        if spec.kind != "message" or self.name == "none":
+            return None
+        return partial(lambda u, s, value: spec.transform(u, value, s), value=self.value)
 
     def run_kwargs(self, recipe: Recipe) -> dict:
         """Arguments of ``fl.run_federated`` for this defence on top of ``recipe``."""
@@ -135,12 +98,9 @@ class Defence:
                     **kwargs)
 
 
-def strongest_attack(shared: SharedUpdate) -> Reconstruction:
-    """The course's strongest attack on a LoRA-only update (``lora-best``: the span attack on first-layer
-    ``lora_A`` rows, its batch form for several sentences)."""
-    from ..attacks.lora_attacks import get_attack
-
-    return get_attack("lora-best").reconstruct(shared)
+def strongest_attack(shared: SharedUpdate, knowledge: Knowledge) -> Reconstruction:
+    """The course's strongest attack on a LoRA-only update (``lora-best`` from the attack registry)."""
+    return get_attack("lora-best").reconstruct(shared, knowledge)
 
 
 def victim_client(defence: Defence, recipe: Recipe, client_id: int, examples: Sequence[data.Example],
@@ -177,7 +137,7 @@ def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recip
     ``insider`` (secure aggregation of 2): the attacker is the group's first client, which subtracts its own
     update from the aggregate and attacks the second client's sentences.
     """
-    server, tokenizer = history.server, models.load_tokenizer(history.setup.model_name)
+    server = history.server
     round = len(history.accuracy) - 1
     rows, examples, seconds = [], [], 0.0
     for g, group in enumerate(victim_groups(defence, recipe, history.held_out)):
@@ -195,16 +155,17 @@ def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recip
         else:
             shared = server.captured(ids[0], round + g)
         references = [e.text for v in victims for e in message_references(v)]
-        shared.max_tokens = max(data.n_tokens(tokenizer, t) for t in references)  # the attacker knows the length
-        start = time.perf_counter()
+        model_name = history.setup.model_name
+        # the attacker knows the longest sentence's length (the batch size is in the message's metadata)
+        knowledge = Knowledge(length=max(len(r) for r in reference_ids(references, model_name)))
         try:
-            reconstruction = attack(shared)
+            reconstruction = attack(shared, knowledge)
         except ValueError as error:
             return [], [], f"{type(error).__name__}: {error}", seconds
-        seconds += time.perf_counter() - start
-        rows.extend(score_reconstruction(references, reconstruction, history.setup.model_name))
-        order = metrics.match_batch(references, reconstruction.texts)
-        examples.extend((ref, reconstruction.texts[j] if j >= 0 else "") for ref, j in zip(references, order))
+        seconds += reconstruction.seconds
+        scored = score(references, reconstruction, model_name)
+        rows.extend(scored)
+        examples.extend((row["original"], row["reconstruction"]) for row in scored)
     return rows, examples, None, seconds
 
 
@@ -215,11 +176,9 @@ def _insider_view(server: DefendedServer, victims: Sequence[fl.Client], state: d
     weighted_own = OrderedDict((n, t * own.n_examples) for n, t in own.update.items())
     their_weight = server.received[(theirs.client_id, round)].n_examples
     shared = server.captured(theirs.client_id, round)
-    shared.update = OrderedDict((n, t / their_weight)
-                                for n, t in subtract_own(server.encoded_sum(round), weighted_own).items())
-    shared.batch_size = len(message_references(theirs))
-    shared.max_tokens = None  # set by the caller, from the sentences it attacks
-    return shared
+    update = OrderedDict((n, t / their_weight)
+                         for n, t in subtract_own(server.encoded_sum(round), weighted_own).items())
+    return replace(shared, update=update, batch_size=len(message_references(theirs)))
 
 
 def message_references(client: fl.Client) -> list[data.Example]:
@@ -229,14 +188,6 @@ def message_references(client: fl.Client) -> list[data.Example]:
         for example in batch:
             seen.setdefault(example.text, example)
     return list(seen.values())
-
-
-def score_reconstruction(references: Sequence[str], reconstruction: Reconstruction,
-                         model_name: str) -> list[dict[str, float]]:
-    """ROUGE and token accuracy of each reference against its Hungarian-matched reconstruction."""
-    tokenizer = models.load_tokenizer(model_name)
-    reference_ids = [tokenizer.encode(t, add_special_tokens=False) for t in references]
-    return metrics.score_batch(list(references), reconstruction.texts, reference_ids, reconstruction.token_ids)
 
 
 @dataclass

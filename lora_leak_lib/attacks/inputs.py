@@ -1,0 +1,122 @@
+"""What the first layer of a LoRA update reveals: the span of its inputs, and those inputs for any token.
+
+For a LoRA module ``y = W x + s·B A x`` the gradient is ``dL/dA = s·Bᵀ G`` with ``G = Σ_t δ_t x_tᵀ``, so
+every row of ``dL/dA`` is a combination of the inputs ``x_t``. In the first layer those inputs are the
+embedding-layer outputs ``x = LN(E[v] + P[p] + T[0])``, one per (token ``v``, position ``p``), which the
+server can compute for the whole vocabulary (``EmbeddingInputs``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .. import models
+
+SHARED_INPUT_MODULES = ("query", "key", "value")
+"""Attention projections that all read the hidden state entering a layer: their ``lora_A`` rows share a span."""
+
+
+def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
+    """The ``lora_A`` gradient rows of every attention projection of ``layer``, stacked (``m × d``, float64)."""
+    rows = [t for name, t in update.items()
+            if f"layer.{layer}.attention.self." in name and "lora_A" in name
+            and any(f".{module}." in name for module in SHARED_INPUT_MODULES)]
+    if not rows:
+        raise ValueError(f"the update holds no lora_A of layer {layer}'s query/key/value: the span attack "
+                         "needs LoRA on an attention projection of that layer.")
+    return torch.cat([r.detach().double() for r in rows])
+
+
+SPAN_TOL = 5e-8
+"""Relative singular value below which a direction of the stacked (normalised) rows counts as rounding.
+
+float32 gradients leave a floor of pure-noise directions at about 1–2e-8 of the largest (seen when the
+rows outnumber the inputs); everything above it is signal. An adapter trained from ``B = 0`` has a nearly
+low-rank ``B``, so much of the input span sits in small singular values: on tiny-bert after 20 steps
+(16 tokens, 20 Rotten Tomatoes sentences) a cut at 1e-5 gave 76% token accuracy, 1e-7 98%, 3e-8 99.7%.
+The price: rounding corrupts the weakest kept directions, so even the true sentence of such a model can
+leave a residual above ``CERTIFIED`` (about 0.1 on tiny-bert); the search then runs to its end instead of
+stopping early, and the result is the sentence with the least residual, not a certified one.
+"""
+
+
+def input_span(rows: torch.Tensor, tol: float = SPAN_TOL) -> torch.Tensor:
+    """Orthonormal basis ``Q`` (``k × d``) of the row span, ``k`` its numerical rank (relative ``tol``).
+
+    Rows are normalised first, so a module with a small gradient counts as much as a large one.
+    """
+    norms = rows.norm(dim=1, keepdim=True)
+    rows = rows[norms.squeeze(1) > 0] / norms[norms.squeeze(1) > 0]
+    if rows.numel() == 0:
+        raise ValueError("every first-layer lora_A gradient is zero (round 0: B = 0, so dL/dA = 0): use the "
+                         "attack 'lora-best', which falls back to DLG in round 0, or capture a later round.")
+    _, sigma, vh = torch.linalg.svd(rows, full_matrices=False)
+    rank = int((sigma > tol * sigma[0]).sum())
+    return vh[:rank]
+
+
+def allowed_tokens(tokenizer) -> torch.Tensor:
+    """Ids the span test may place inside a sentence: the vocabulary less special and ``[unused]`` tokens."""
+    special = set(tokenizer.all_special_ids)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    keep = [i for i, tok in enumerate(vocab) if i not in special and not tok.startswith("[unused")]
+    return torch.tensor(keep)
+
+
+@dataclass
+class EmbeddingInputs:
+    """The first layer's input for any (token, position): ``x = γ ⊙ (ē_v + c̄_p)/σ_vp + β`` in closed form.
+
+    ``ē_v`` and ``c̄_p`` are the centred token and position(+type) embeddings; keeping them apart lets the
+    span test score the whole vocabulary at every position without building ``V × positions`` vectors.
+    """
+
+    tokens: torch.Tensor   # (V, d) centred word embeddings ē_v
+    positions: torch.Tensor  # (P, d) centred position + type-0 embeddings c̄_p
+    gamma: torch.Tensor    # (d,)
+    beta: torch.Tensor     # (d,)
+    eps: float
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module) -> "EmbeddingInputs":
+        """Read the embedding tables and LayerNorm of a (peft-wrapped) BERT."""
+        bert = model.get_base_model().bert if hasattr(model, "get_base_model") else model.bert
+        emb = bert.embeddings
+        words = emb.word_embeddings.weight.detach().double()
+        positions = emb.position_embeddings.weight.detach().double() + emb.token_type_embeddings.weight[0].detach().double()
+        return cls(words - words.mean(1, keepdim=True), positions - positions.mean(1, keepdim=True),
+                   emb.LayerNorm.weight.detach().double(), emb.LayerNorm.bias.detach().double(),
+                   float(emb.LayerNorm.eps))
+
+    def vectors(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``x`` for paired token ids and positions (``n × d``): what the embedding layer outputs."""
+        u = self.tokens[token_ids] + self.positions[positions]
+        sigma = torch.sqrt(u.pow(2).mean(1, keepdim=True) + self.eps)
+        return self.gamma * u / sigma + self.beta
+
+    def span_distances(self, basis: torch.Tensor, length: int, token_ids: torch.Tensor) -> torch.Tensor:
+        """Relative distance ``‖x − QᵀQx‖/‖x‖`` of every candidate, for positions ``0..length-1`` (``length × V``).
+
+        With ``x = (γ⊙ē + γ⊙c̄)/σ + β`` every term is a ``V × P`` matrix of inner products, so no
+        ``V × P × d`` tensor is built.
+        """
+        d = self.tokens.shape[1]
+        e, c = self.tokens[token_ids], self.positions[:length]
+        g2, gb = self.gamma ** 2, self.gamma * self.beta
+        sigma2 = (e.pow(2).sum(1, keepdim=True) + 2 * e @ c.T + c.pow(2).sum(1)) / d + self.eps   # (V, P)
+        a, b, q0 = e @ (basis * self.gamma).T, c @ (basis * self.gamma).T, basis @ self.beta   # (V,k) (P,k) (k,)
+        lin_q = (a @ q0)[:, None] + (b @ q0)[None]
+        proj2 = ((a.pow(2).sum(1, keepdim=True) + 2 * a @ b.T + b.pow(2).sum(1)) / sigma2
+                 + 2 * lin_q / sigma2.sqrt() + q0.pow(2).sum())
+        sq = ((e.pow(2) @ g2)[:, None] + 2 * (e * g2) @ c.T + (c.pow(2) @ g2)[None]) / sigma2
+        lin = ((e @ gb)[:, None] + (c @ gb)[None]) / sigma2.sqrt()
+        norm2 = sq + 2 * lin + self.beta.pow(2).sum()
+        return torch.sqrt(torch.clamp(norm2 - proj2, min=0.0) / norm2).T
+
+
+@lru_cache(maxsize=4)
+def public_inputs(model_name: str, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
+    """The embedding tables of a registered model: frozen, so the same in every round (cached)."""
+    return EmbeddingInputs.from_model(models.load_model(model_name, num_labels, seed=model_seed))

@@ -1,0 +1,67 @@
+"""The strongest attack the course has on a LoRA-only update ("lora-best"), whatever the round.
+
+What a LoRA update carries, per round:
+- after some rounds (``B ≠ 0``): ``dL/dA = s·Bᵀ G`` whose rows span the layer's inputs, so the first layer
+  gives the tokens exactly (``span``), and later layers certify the order (``later_layers``);
+- at round 0 (``B = 0``): every ``dL/dA`` is zero and ``dL/dB = s·G·Aᵀ = s·Σ_t δ_t (A x_t)ᵀ`` only shows each
+  input through the ``r`` random directions of ``A``; the head gradient still gives the label and, at
+  batch size 1, the pooled sentence vector (``linear.pooled_output``). There the course falls back to DLG.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .base import Callback, Knowledge, Reconstruction, SharedUpdate
+from .dlg import DLG
+from .inputs import first_layer_rows
+from .later_layers import LATER_SECONDS, LaterLayers
+from .registry import register
+
+ROUND0_LR = 0.3
+"""Adam's step on the vocabulary logits at round 0: over MiniLM's 30k-token vocabulary DLG's 0.03 barely moves."""
+ROUND0_RESTARTS = 3
+"""Relaxation restarts at round 0 (``dlg_steps // 2`` steps each): their top tokens together form the shortlist."""
+ROUND0_SEARCH_STEPS = 60
+"""Greedy substitution steps after the relaxation at round 0 (each scores a few hundred texts exactly)."""
+
+
+def lora_a_is_zero(update: dict[str, torch.Tensor]) -> bool:
+    """True at round 0, where ``B = 0`` makes every ``dL/dA`` zero."""
+    return all(float(t.abs().max()) == 0.0 for n, t in update.items() if "lora_A" in n)
+
+
+@register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head "
+          "at round 0", "span residual (B ≠ 0) or DLG's matching loss (round 0)")
+class LoRABest:
+    """The strongest attack the course has on a LoRA-only update.
+
+    With non-zero first-layer ``lora_A`` gradients it runs the span attack (exact tokens within the
+    stacked rank, matching pursuit and local search beyond it) and, for one sentence it could not certify,
+    a local search on the spans of layers 0 and 1 for up to ``later_seconds`` (``later_layers``); at round
+    0 it runs relaxed-vocabulary
+    cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three restarts of ``dlg_steps // 2`` steps) as a
+    shortlist of tokens per position, then a greedy discrete search of single-token substitutions and pair
+    swaps scored by the exact matching loss (``DLG.search_steps``).
+    """
+
+    name = "lora-best"
+
+    def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_seconds: float = LATER_SECONDS) -> None:
+        self.dlg_steps, self.restarts, self.later_seconds = dlg_steps, restarts, later_seconds
+
+    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                    callback: Callback | None = None) -> Reconstruction:
+        start = time.perf_counter()
+        if not lora_a_is_zero(shared.update):
+            first_layer_rows(shared.update)  # one clear error when layer 0 has no attention LoRA
+            result = LaterLayers(self.later_seconds).reconstruct(shared, knowledge, callback)
+        else:
+            dlg = DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, self.dlg_steps // 2),
+                      restarts=max(ROUND0_RESTARTS, self.restarts), search_steps=ROUND0_SEARCH_STEPS, progress=False)
+            result = dlg.reconstruct(shared, knowledge, callback)
+        result.attack, result.seconds = self.name, time.perf_counter() - start
+        return result
+
+

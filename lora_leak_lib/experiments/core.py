@@ -1,0 +1,65 @@
+"""Attack an update, score what came back against the private sentences (matching once), and both in one call."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .. import fl, metrics, models
+from ..attacks import Attack, Knowledge, Reconstruction, SharedUpdate, get_attack
+
+DEFAULT_ROUNDS = 20
+"""Training steps of the global adapter before the attacked round in the CLI and benchmark: ``B ≠ 0``."""
+
+
+def reference_ids(texts: Sequence[str], model_name: str) -> list[list[int]]:
+    """The token ids of each private sentence without special tokens: what a perfect attack returns."""
+    tokenizer = models.load_tokenizer(model_name)
+    return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+
+def score(references: Sequence[str], reconstruction: Reconstruction, model_name: str) -> list[dict]:
+    """One row per private sentence: ROUGE and token accuracy against its Hungarian-matched reconstruction,
+    with ``original``, ``reconstruction`` and ``seconds`` (the attack's time per sentence)."""
+    rows = metrics.score_batch(list(references), reconstruction.texts, reference_ids(references, model_name),
+                               reconstruction.token_ids)
+    for row in rows:
+        row["seconds"] = reconstruction.seconds / len(references)
+    return rows
+
+
+def attack_update(shared: SharedUpdate, references: Sequence[str], attack: str | Attack = "lora-best",
+                  knowledge: Knowledge | None = None, **knobs) -> list[dict]:
+    """Attack an update one already holds and score it against the sentences it was computed on.
+
+    ``attack`` is a registry name (with ``knobs``) or any object with ``reconstruct(shared, knowledge)``:
+    bring your own. ``knowledge=None`` tells the attacker the longest sentence's length, the strong
+    attacker of LAMP and DAGER; pass ``Knowledge()`` for an attacker who knows nothing more.
+    """
+    if not references:
+        raise ValueError("give the private sentences the update was computed on, to score the attack against.")
+    method = get_attack(attack, **knobs) if isinstance(attack, str) else attack
+    if knowledge is None:
+        knowledge = Knowledge(length=max(len(r) for r in reference_ids(references, shared.setup.model_name)))
+    return score(references, method.reconstruct(shared, knowledge), shared.setup.model_name)
+
+
+def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
+                 rank: int = 8, rounds: int = DEFAULT_ROUNDS, attack: str = "lora-best", seed: int = 0,
+                 train_head: bool = True, know_length: bool = True, **knobs) -> list[dict]:
+    """Simulate one client's LoRA update on ``texts`` (one batch), attack it, and score every sentence.
+
+    Returns one row per sentence with ``original``, ``reconstruction``, ``token_accuracy``, ``rouge1``,
+    ``rouge2``, ``rougeL``, ``seconds`` (attack time per sentence) and the set-up. With ``know_length`` the
+    server is told the longest sentence's length (``Knowledge.length``), as DLG needs.
+    """
+    models.check_model_name(model_name)
+    if not isinstance(rounds, int) or rounds < 0:
+        raise ValueError(f"rounds must be 0 (the first round) or more, got {rounds!r}.")
+    method = get_attack(attack, **knobs)
+    labels = list(labels) if labels is not None else [0] * len(texts)
+    shared = fl.capture_update(list(texts), labels, model_name, rank, train_head=train_head, rounds=rounds, seed=seed)
+    rows = attack_update(shared, texts, method, None if know_length else Knowledge())
+    tokenizer = models.load_tokenizer(model_name)
+    for row in rows:
+        row.update(model=model_name, rank=rank, rounds=rounds, attack=attack, batch_size=len(texts),
+                   tokens=len(tokenizer.tokenize(row["original"])))
+    return rows

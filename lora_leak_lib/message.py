@@ -1,0 +1,159 @@
+"""What crosses the wire: the public federated set-up and one client's update as the server holds it.
+
+The bottom layer of the library: ``fl`` (which produces messages), ``defenses`` (which transform them),
+``attacks`` (which read them) and Flower all share these two types, and none of them is imported here.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import torch
+from peft import PeftModel
+from torch import nn
+
+from . import gradients, lora, models
+
+PROTOCOLS = ("fedsgd", "fedavg")
+"""FedSGD: each client sends one gradient of one batch. FedAvg: each client sends the delta of E local steps."""
+OPTIMIZERS = ("sgd", "adam")
+KINDS = {"fedsgd": "gradient", "fedavg": "delta"}
+State = OrderedDict  # name -> tensor: an adapter state, or an update of one
+
+
+def check_protocol(protocol: str) -> str:
+    """Return ``protocol`` or raise one clear error naming the known protocols."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}.")
+    return protocol
+
+
+def check_positive_int(value: object, name: str, hint: str = "") -> int:
+    """Return ``value`` or raise one clear error unless it is a positive integer (``bool`` is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}{': ' + hint if hint else ''}.")
+    return value
+
+
+@dataclass(frozen=True)
+class FederatedSetup:
+    """The public set-up every party knows: model, LoRA configuration, protocol and its step sizes.
+
+    ``lr`` is the server's step on the mean gradient in FedSGD and each client's local step in FedAvg.
+    ``full_finetune=True`` means no LoRA: every parameter trains and is shared (``rank`` is then ignored).
+    """
+
+    model_name: str = "tiny-bert"
+    rank: int = 8
+    alpha: float | None = None
+    targets: tuple[str, ...] = lora.DEFAULT_TARGETS
+    train_head: bool = True
+    num_labels: int = 2
+    model_seed: int = 0
+    protocol: str = "fedavg"
+    lr: float = 0.05
+    local_steps: int = 1
+    optimizer: str = "sgd"
+    batch_size: int = 8
+    full_finetune: bool = False
+
+    def __post_init__(self) -> None:
+        models.check_model_name(self.model_name)
+        lora.check_rank(self.rank)
+        check_protocol(self.protocol)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+        check_positive_int(self.local_steps, "local_steps")
+        check_positive_int(self.batch_size, "batch_size")
+        if not self.lr > 0:
+            raise ValueError(f"the learning rate must be positive, got {self.lr!r}.")
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", float(2 * self.rank))
+        object.__setattr__(self, "targets", tuple(self.targets))
+
+    @property
+    def kind(self) -> str:
+        """What a client sends: ``"gradient"`` (FedSGD) or ``"delta"`` (FedAvg)."""
+        return KINDS[self.protocol]
+
+    def build_model(self) -> PeftModel | nn.Module:
+        """The shared model with fresh LoRA adapters (``B = 0``), or the plain model in full fine-tuning."""
+        base = models.load_model(self.model_name, self.num_labels, seed=self.model_seed)
+        if self.full_finetune:
+            return base.eval()
+        return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head).eval()
+
+
+def _clone(state: dict[str, torch.Tensor]) -> State:
+    return OrderedDict((n, t.detach().clone()) for n, t in state.items())
+
+
+@dataclass(frozen=True)
+class SharedUpdate:
+    """One client's message in one round, and what the server knew when it got it.
+
+    Sent by the client: ``update`` (trainable tensor name -> the gradient in FedSGD or the weight delta in
+    FedAvg), ``client_id``, ``round``, ``n_examples`` (its aggregation weight: the batch in FedSGD, the local
+    dataset in FedAvg, as Flower sends it) and ``batch_size`` (sentences per local step). Known to the server:
+    ``global_state``, the adapter it sent that round, and ``setup``, the public set-up. Frozen: a defence or
+    an attack that changes the update makes a new message (``dataclasses.replace``).
+    """
+
+    update: State
+    global_state: State
+    setup: FederatedSetup
+    client_id: int = 0
+    round: int = 0
+    n_examples: int = 1
+    batch_size: int = 1
+
+    @property
+    def kind(self) -> str:
+        """``"gradient"`` (FedSGD) or ``"delta"`` (FedAvg)."""
+        return self.setup.kind
+
+    def copy(self) -> "SharedUpdate":
+        """The same message with its own copies of every tensor (what the server hands an attack)."""
+        return replace(self, update=_clone(self.update), global_state=_clone(self.global_state))
+
+    def public_model(self) -> PeftModel | nn.Module:
+        """The model the server shares with clients, with this round's global adapter state loaded."""
+        model = self.setup.build_model()
+        gradients.load_trainable_state(model, self.global_state)
+        return model.eval()
+
+    def attack_model(self) -> nn.Module:
+        """The public model as generic attack code wants it: its ``parameters()`` are exactly the shared tensors.
+
+        Frozen weights become buffers, so ``model.named_parameters()`` yields the names of ``update`` in its
+        order, and ``torch.autograd.grad(loss, list(model.parameters()))`` is the client's message for a batch.
+        """
+        model = self.public_model()
+        for module in model.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                if not p.requires_grad:
+                    delattr(module, name)
+                    module.register_buffer(name, p.detach())
+        return model
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the server's message log: who sent what, in which round, and how big it was."""
+
+    client_id: int
+    round: int
+    kind: str
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    bytes: int
+    n_examples: int
+
+    @classmethod
+    def of(cls, message: SharedUpdate) -> "LogEntry":
+        """The log entry of a message: metadata only, no tensor values."""
+        u = message.update
+        return cls(message.client_id, message.round, message.kind, tuple(u), tuple(tuple(t.shape) for t in u.values()),
+                   tuple(str(t.dtype).replace("torch.", "") for t in u.values()), gradients.update_bytes(u),
+                   message.n_examples)

@@ -1,0 +1,239 @@
+"""The library's shape: no import cycle, one attack registry read by every caller, one attack contract."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import lora_leak_lib as ll
+from lora_leak_lib import cli, widgets
+
+ROOT = Path(ll.__file__).parent
+REPO = ROOT.parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def packages_of(name: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b"]``: the package ``__init__`` files importing ``a.b.c`` runs first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def module_level_imports(name: str) -> set[str]:
+    """Modules of the library that importing ``name`` imports at once: its module-level ``import`` and
+    ``from`` statements (inside ``if``/``try`` too, not inside functions), each with the package ``__init__``
+    files that import runs (those of packages ``name`` is not itself inside), and, for a package that calls
+    ``discover()`` at module level, every module of that package."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def add(target: str) -> None:
+        if target in MODULES:
+            found.add(target)
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    add(alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                add(base)
+                for alias in node.names:
+                    add(f"{base}.{alias.name}")
+            elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
+                    and getattr(node.value.func, "id", None) == "discover":
+                found.update(m for m in MODULES if m.startswith(package + ".") and m.count(".") == package.count(".") + 1)
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                for block in ("body", "orelse", "finalbody", "handlers"):
+                    for part in getattr(node, block, []):
+                        visit(part.body if isinstance(part, ast.ExceptHandler) else [part])
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    own = set(packages_of(name)) | {name}
+    for target in list(found):
+        found.update(p for p in packages_of(target) if p not in own)
+    return found - own  # the packages ``name`` is inside are already importing it
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := walk(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := walk(node)):
+            return cycle
+    return None
+
+
+def test_no_module_imports_itself_back_through_another():
+    graph = {name: module_level_imports(name) for name in MODULES}
+    assert graph["lora_leak_lib.fl"] >= {"lora_leak_lib.message", "lora_leak_lib.training"}  # the walker sees imports
+    assert "lora_leak_lib.attacks.dlg" in graph["lora_leak_lib.attacks"]  # and discover()
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_walker_finds_a_cycle_through_a_package_init():
+    # fl -> attacks.base runs attacks/__init__, which (here) imports a module that imports fl: a cycle
+    graph = {"fl": {"attacks", "attacks.base"}, "attacks": {"attacks.harness"}, "attacks.base": set(),
+             "attacks.harness": {"fl"}}
+    cycle = find_cycle(graph)
+    assert cycle[0] == cycle[-1] and set(cycle) == {"fl", "attacks", "attacks.harness"}
+
+
+def inside(name: str, *packages: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_layers_point_one_way():
+    lib = "lora_leak_lib"
+    parties = [f"{lib}.{m}" for m in ("message", "training", "fl", "attacks", "defenses")]
+    for name in MODULES:
+        imports = module_level_imports(name)
+        if inside(name, *parties):
+            assert not any(inside(m, f"{lib}.experiments", f"{lib}.cli", f"{lib}.widgets", f"{lib}.flower")
+                           for m in imports), name
+        if name == f"{lib}.message":
+            assert not any(inside(m, *parties[1:]) for m in imports), imports
+        if inside(name, f"{lib}.attacks"):
+            assert not any(inside(m, f"{lib}.fl", f"{lib}.defenses", f"{lib}.training") for m in imports), name
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _choices(parser, option: str) -> tuple[str, ...]:
+    action = next(a for a in parser._actions if option in a.option_strings)
+    return tuple(action.choices)
+
+
+def test_every_menu_of_attacks_comes_from_the_one_registry():
+    names = ll.attacks.attack_names(lora_text=True)
+    assert names[0] == "lora-best" and set(names) <= set(ll.attacks.ATTACKS)
+    attack_parser = cli.build_parser()._subparsers._group_actions[0].choices["attack"]
+    help_text = next(a for a in attack_parser._actions if "--attack" in a.option_strings).help
+    assert help_text == f"one of {', '.join(names)}"
+    assert widgets.lab_attacks() == names
+    for script in ("lora_leakage.py", "defenses.py"):
+        assert _choices(_load_script(REPO / "benchmarks" / script).build_parser(), "--attack") == names
+    assert "get_attack(\"dlg\"" in (REPO / "benchmarks" / "full_gradient.py").read_text()  # its variants: DLG knobs
+    assert all(s.attack in ll.attacks.ATTACKS for s in ll.experiments.BENCHMARK)
+
+
+def test_every_menu_of_defences_comes_from_the_one_registry():
+    assert set(widgets.DEFENCE_WORDS) == set(ll.defenses.lab_defences())
+    assert {d.name for d in ll.experiments.sweep.settings(quick=False)} == set(ll.defenses.DEFENCES)
+
+
+def test_unknown_attacks_and_knobs_get_one_clear_error():
+    with pytest.raises(ValueError, match="unknown attack 'nope': choose one of lora-best"):
+        ll.get_attack("nope")
+    with pytest.raises(ValueError, match="attack 'span' has no knob 'steps'"):
+        ll.get_attack("span", steps=3)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    text = "my new pin is 4921"
+    shared = ll.fl.capture_update([text], [1], "tiny-bert", rank=8, rounds=20)
+    return shared, text, ll.Knowledge(length=len(ll.experiments.reference_ids([text], "tiny-bert")[0]))
+
+
+CHEAP_KNOBS = {"dlg": dict(steps=12, snapshot_every=4), "lora-best": dict(later_seconds=5.0),
+               "later-layers": dict(seconds=5.0)}
+
+
+@pytest.mark.parametrize("name", [n for n, spec in ll.attacks.ATTACKS.items() if spec.lora])
+def test_every_attack_keeps_the_one_contract(trained, name):
+    shared, text, knowledge = trained
+    seen = []
+    rec = ll.get_attack(name, **CHEAP_KNOBS.get(name, {})).reconstruct(
+        shared, knowledge, lambda step, loss, texts: seen.append((step, loss, texts)))
+    assert isinstance(rec, ll.Reconstruction) and rec.attack == name
+    assert all(step >= 1 and loss == rec.loss_history[step - 1] for step, loss, _ in seen)
+    assert [s for s, _ in rec.snapshots] == [s for s, _, _ in seen]
+    assert rec.labels == [1]  # read from the head (iDLG) by every attack that reports labels
+    if ll.attacks.ATTACKS[name].rebuilds_text:
+        assert len(rec.texts) == len(rec.token_ids) == 1 and rec.loss is not None
+
+
+def test_the_token_set_attack_works_on_full_fine_tuning_only():
+    full = ll.fl.capture_full_update(["my pin is 4821"], [0])
+    rec = ll.get_attack("token-set").reconstruct(full)
+    assert rec.token_ids == [sorted(set(ll.experiments.reference_ids(["my pin is 4821"], "tiny-bert")[0]))]
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        ll.get_attack("token-set").reconstruct(ll.fl.capture_update(["my pin"], [0], rounds=2))
+
+
+def test_the_attack_model_has_exactly_the_shared_tensors_as_parameters(trained):
+    shared, text, _ = trained
+    model = shared.attack_model()
+    assert [n for n, _ in model.named_parameters()] == list(shared.update)
+    encoded = ll.models.load_tokenizer("tiny-bert")([text], return_tensors="pt")
+    loss = torch.nn.functional.cross_entropy(model(**encoded).logits, torch.tensor([1]))
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    for g, (name, sent) in zip(grads, shared.update.items()):
+        assert torch.allclose(g, sent, rtol=1e-4, atol=1e-7), name  # the true sentence gives the message back
+
+
+def test_models_load_once_and_leave_the_random_state_as_a_fresh_build(capfd):
+    torch.manual_seed(123)
+    first = ll.models.load_model("minilm", seed=4)
+    after_first = torch.rand(3)
+    capfd.readouterr()
+    second = ll.models.load_model("minilm", seed=4)
+    assert torch.equal(torch.rand(3), after_first)  # same random state after a copy as after a build
+    assert capfd.readouterr().err == ""
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert first is not second
+
+
+def readme_example() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Bring your own attack", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_brings_its_own_dlg_loop_using_documented_names_only():
+    code = readme_example()
+    assert "lora_leak_lib." not in code.replace("import lora_leak_lib as ll", "")  # no submodule internals
+    for used in set(re.findall(r"\bll\.([\w.]+)", code)):
+        target = ll
+        for part in used.split("."):
+            target = getattr(target, part)
+        assert (target.__doc__ or "").strip(), f"ll.{used} has no docstring"
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    rows = namespace["rows"]
+    assert len(rows) == 1 and 0.0 <= rows[0]["token_accuracy"] <= 1.0 and rows[0]["original"]
