@@ -10,12 +10,13 @@ from typing import Sequence
 from . import config, data, experiments, gradients, lora, models
 from .attacks import attack_names, check_attack_name, infer_labels
 from .fl import capture_update
+from .message import FederatedSetup
 
 
 def demo(args: argparse.Namespace) -> None:
     """One client, one private sentence, one FedSGD step with LoRA: print what the server receives."""
+    FederatedSetup(args.model, args.rank)  # model name, and rank against its hidden size
     models.check_available(args.model)
-    lora.check_rank(args.rank)
     sentences = data.course_sentences()
     if not 0 <= args.index < len(sentences):
         raise ValueError(f"--index {args.index} is out of range: choose 0 to {len(sentences) - 1}.")
@@ -43,35 +44,58 @@ def demo(args: argparse.Namespace) -> None:
     print("\nLater chapters rebuild the words themselves: open the course with `jupyter lab notebooks/`.")
 
 
+def read_sentences(path: Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file, or one clear error naming the file."""
+    if not path.is_file():
+        raise ValueError(f"no file at {path}: give a text file with one sentence a line.")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path} ({error.strerror or error}): check its permissions.") from error
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8.") from error
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise ValueError(f"{path} holds no sentence: write one sentence a line.")
+    return texts
+
+
 def attack(args: argparse.Namespace) -> None:
-    """Simulate one client's LoRA update on each text, attack it, print the reconstruction and its scores."""
-    config.setup(args.seed)
+    """Simulate one client's LoRA update on each text, attack it, print the reconstruction and its scores.
+
+    Every input is checked before the first attack runs, so a bad line stops the run at once.
+    """
     models.check_model_name(args.model)
     if args.attack not in attack_names(lora_text=True):
         check_attack_name(args.attack)  # an unknown name: the registry's message
         raise ValueError(f"attack {args.attack!r} does not rebuild text from a LoRA update: choose one of "
                          f"{', '.join(attack_names(lora_text=True))}.")
+    FederatedSetup(args.model, args.rank)  # rank against the model's hidden size
+    experiments.check_rounds(args.rounds)
     if (args.text is None) == (args.file is None):
         raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
-    if args.file is not None:
-        path = Path(args.file)
-        if not path.is_file():
-            raise ValueError(f"no file at {path}: give a text file with one sentence a line.")
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise ValueError(f"{path} holds no sentence: write one sentence a line.")
-    else:
-        texts = [data.check_text(args.text)]
+    texts = read_sentences(Path(args.file)) if args.file is not None else [args.text]
+    models.check_available(args.model)
+    config.setup(args.seed)
+    tokenizer = models.load_tokenizer(args.model)
     limit = models.bert_config(args.model).max_position_embeddings - 2
-    for text in texts:
-        count = data.n_tokens(models.load_tokenizer(args.model), data.check_text(text))
+    checked = []
+    for number, text in enumerate(texts, 1):
+        where = f" (line {number} of {args.file})" if args.file is not None else ""
+        try:
+            checked.append(data.check_text(text, tokenizer))
+        except ValueError as error:
+            raise ValueError(f"{error}{where}") from error
+        count = data.n_tokens(tokenizer, checked[-1])
         if count > limit:
-            raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}: shorten it.")
-    for text in texts:
+            raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}{where}: shorten it.")
+    for text in checked:
         row = experiments.attack_texts([text], [args.label], args.model, args.rank, args.rounds, args.attack,
                                        args.seed)[0]
         if args.json:
-            print(json.dumps(row))
+            print(json.dumps(row), flush=True)
         else:
             print(f"original       : {row['original']}")
             print(f"reconstruction : {row['reconstruction']}")
@@ -79,14 +103,19 @@ def attack(args: argparse.Namespace) -> None:
                   f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
             round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
             print(f"attack         : {row['attack']} on {row['model']}, r={row['rank']}, {round_}, "
-                  f"{row['seconds']:.1f} s\n")
+                  f"{row['seconds']:.1f} s\n", flush=True)
 
 
 def bench(args: argparse.Namespace) -> None:
     """Run the leakage table on Rotten Tomatoes sentences and print it (and write JSON with ``--out``)."""
+    if args.model is not None:
+        models.check_model_name(args.model)
+    settings = [s for s in experiments.BENCHMARK if args.model in (None, s.model)]
+    if not settings:
+        used = sorted({s.model for s in experiments.BENCHMARK})
+        raise ValueError(f"no setting of the table uses {args.model!r}: choose one of {', '.join(used)}.")
     config.setup(args.seed)
     examples = data.rotten_tomatoes(args.data, seed=args.seed)
-    settings = [s for s in experiments.BENCHMARK if args.model in (None, s.model)]
     results = []
     print(f"{'setting':<58} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} {'s/sent':>7}")
     for setting in settings:
@@ -107,6 +136,11 @@ def student(args: argparse.Namespace) -> int:
     target = Path(args.target) if args.target else source / "student"
     if not source.is_dir():
         raise ValueError(f"no notebook folder at {source}: pass --source with the course's notebooks/ folder.")
+    if not sorted(source.glob("[0-9][0-9]_*.ipynb")):
+        raise ValueError(f"no course notebook (NN_name.ipynb) in {source}: pass --source with the course's "
+                         "notebooks/ folder.")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--target {target} is a file: give a folder for the student copies.")
     if args.check:
         stale = exercises.stale_student_notebooks(source, target)
         if stale:
@@ -162,8 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.run(args)
-    except ValueError as error:
-        print(f"lora-leak: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("lora-leak: interrupted.", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:  # an OSError left: a file or the network, in one line
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"lora-leak: {message}", file=sys.stderr)
         return 2
     return status or 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import random
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +76,20 @@ def _rotten_tomatoes_from_hub() -> list[Example]:
     return [Example(row["text"], int(row["label"])) for row in split]
 
 
-def check_text(text: str) -> str:
-    """Return ``text`` stripped, or raise one clear error if it is empty."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("the text is empty: give a sentence of at least one word.")
-    return text.strip()
+def check_text(text: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+    """Return ``text`` stripped of invisible format characters (zero-width spaces, ...) and surrounding space,
+    or raise one clear error if nothing is left or (given a ``tokenizer``) every word piece is unknown."""
+    if not isinstance(text, str):
+        raise ValueError(f"the text must be a string, got {type(text).__name__}.")
+    visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
+    if not visible:
+        raise ValueError("the text is empty (or only invisible characters): give a sentence of at least one word.")
+    if tokenizer is not None:
+        ids = tokenizer.encode(visible, add_special_tokens=False)
+        if all(i == tokenizer.unk_token_id for i in ids):
+            raise ValueError(f"the tokenizer knows no word of {visible[:40]!r} (every piece is "
+                             f"{tokenizer.unk_token}, e.g. emoji): write the sentence in words.")
+    return visible
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int = 512) -> dict[str, torch.Tensor]:

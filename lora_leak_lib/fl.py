@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from numbers import Integral
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -313,8 +314,9 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str 
     clients' data, not ``texts``), so that ``B ≠ 0`` as after some federated rounds; ``rounds=0`` is the
     first round, where ``B = 0`` and every ``dL/dA`` is zero.
     """
-    if len(texts) != len(labels) or not texts:
-        raise ValueError("give one label per text and at least one text.")
+    check_labels(texts, labels)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+        raise ValueError(f"rounds counts the adapter's training steps before this round, 0 or more, got {rounds!r}.")
     config.set_seed(seed)
     setup = FederatedSetup(model_name, rank, alpha, tuple(targets), train_head, 2, seed, "fedsgd",
                            batch_size=len(texts))
@@ -328,12 +330,21 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str 
 def capture_full_update(texts: Sequence[str], labels: Sequence[int], model_name: str = "tiny-bert",
                         seed: int = 0) -> SharedUpdate:
     """One client's FedSGD gradient under FULL fine-tuning (no LoRA): every parameter trains and is shared."""
-    if len(texts) != len(labels) or not texts:
-        raise ValueError("give one label per text and at least one text.")
+    check_labels(texts, labels)
     config.set_seed(seed)
     setup = FederatedSetup(model_name, model_seed=seed, protocol="fedsgd", batch_size=len(texts),
                            full_finetune=True)
     return _one_message(setup, setup.build_model(), texts, labels, 0, seed)
+
+
+def check_labels(texts: Sequence[str], labels: Sequence[int], num_labels: int = 2) -> None:
+    """One clear error unless there is at least one text and one class index in ``0..num_labels-1`` per text."""
+    if not texts or len(texts) != len(labels):
+        raise ValueError(f"give at least one text and one label per text, got {len(texts)} texts and "
+                         f"{len(labels)} labels.")
+    bad = [y for y in labels if isinstance(y, bool) or not isinstance(y, Integral) or not 0 <= y < num_labels]
+    if bad:
+        raise ValueError(f"label {bad[0]!r} is not a class of this {num_labels}-class task: use 0 to {num_labels - 1}.")
 
 
 def _one_message(setup: FederatedSetup, model: nn.Module, texts: Sequence[str], labels: Sequence[int],

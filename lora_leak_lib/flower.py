@@ -93,6 +93,7 @@ def _model(setup: fl.FederatedSetup) -> PeftModel:
     """One model per set-up and process (a Ray worker keeps it between rounds)."""
     if setup not in _MODELS:
         config.quiet()
+        torch.set_num_threads(1)  # one node per CPU (client_resources): several BLAS threads each oversubscribe it
         _MODELS[setup] = setup.build_model()
     return _MODELS[setup]
 

@@ -67,6 +67,12 @@ class FederatedSetup:
         check_positive_int(self.batch_size, "batch_size")
         if not self.lr > 0:
             raise ValueError(f"the learning rate must be positive, got {self.lr!r}.")
+        hidden = models.bert_config(self.model_name).hidden_size
+        if not self.full_finetune and self.rank > hidden:
+            raise ValueError(f"LoRA rank {self.rank} is larger than {self.model_name}'s hidden size {hidden}: B·A "
+                             f"then has no more directions than W itself; try 8.")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"LoRA alpha scales B·A by alpha/r and must be positive, got {self.alpha!r}: try 2·r.")
         if self.alpha is None:
             object.__setattr__(self, "alpha", float(2 * self.rank))
         object.__setattr__(self, "targets", tuple(self.targets))
@@ -117,8 +123,19 @@ class SharedUpdate:
         return replace(self, update=_clone(self.update), global_state=_clone(self.global_state))
 
     def public_model(self) -> PeftModel | nn.Module:
-        """The model the server shares with clients, with this round's global adapter state loaded."""
+        """The model the server shares with clients, with this round's global adapter state loaded.
+
+        Raises one clear error when the update does not fit that model (another model, rank or targets).
+        """
         model = self.setup.build_model()
+        expected = OrderedDict((n, tuple(p.shape)) for n, p in model.named_parameters() if p.requires_grad)
+        sent = OrderedDict((n, tuple(t.shape)) for n, t in self.update.items())
+        if sent != expected:
+            wrong = next((n for n in expected if sent.get(n) != expected[n]), None) or next(iter(set(sent) - set(expected)))
+            raise ValueError(f"the update does not fit the public model ({self.setup.model_name}, r={self.setup.rank}, "
+                             f"targets {', '.join(self.setup.targets)}): tensor {wrong!r} is {sent.get(wrong, 'missing')} "
+                             f"in the update but {expected.get(wrong, 'absent')} in the model; attack it with the set-up "
+                             "the client trained with.")
         gradients.load_trainable_state(model, self.global_state)
         return model.eval()
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -86,8 +88,7 @@ def load_tokenizer(name: str = "tiny-bert") -> PreTrainedTokenizerBase:
     spec = check_model_name(name)
     if spec.offline:
         return AutoTokenizer.from_pretrained(minilm_path())
-    _require_hub(name)
-    return AutoTokenizer.from_pretrained(spec.hub_id)
+    return AutoTokenizer.from_pretrained(spec.hub_id, local_files_only=_require_hub(name))
 
 
 def check_available(name: str) -> ModelSpec:
@@ -104,12 +105,43 @@ def architecture(name: str, num_labels: int = 2) -> BertForSequenceClassificatio
         return BertForSequenceClassification(bert_config(name, num_labels=num_labels))
 
 
-def _require_hub(name: str) -> None:
+HUB_TIMEOUT = 3.0
+"""Seconds to wait for the Hugging Face hub to answer a connection before saying it cannot be reached."""
+
+
+@lru_cache(maxsize=None)
+def hub_reachable(endpoint: str) -> bool:
+    """True when a TCP connection to the hub's host opens within ``HUB_TIMEOUT`` (checked once per process)."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_TIMEOUT).close()
+    except OSError:
+        return False
+    return True
+
+
+def _cached(spec: ModelSpec) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(spec.hub_id, "config.json"), str)
+
+
+def _require_hub(name: str) -> bool:
+    """Check, fast, that a hub model can be loaded here; return True when only the local cache has it."""
+    spec = MODELS[name]
+    offline_models = ", ".join(OFFLINE_MODELS)
     if hub_offline():
-        raise ValueError(
-            f"model {name!r} needs internet (the Hugging Face hub); offline, use one of "
-            f"{', '.join(OFFLINE_MODELS)}."
-        )
+        if _cached(spec):
+            return True
+        raise ValueError(f"model {name!r} needs internet (the Hugging Face hub); offline, use one of {offline_models}.")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if hub_reachable(endpoint):
+        return False
+    if _cached(spec):
+        return True
+    raise ValueError(f"model {name!r} comes from the Hugging Face hub, but {endpoint} cannot be reached from here: "
+                     f"connect to the internet, or use one of {offline_models}.")
 
 
 _LOADED: dict[tuple[str, int, int], tuple[nn.Module, torch.Tensor]] = {}
@@ -136,11 +168,9 @@ def load_model(name: str = "tiny-bert", num_labels: int = 2, seed: int | None = 
     if name == "tiny-bert":
         model = BertForSequenceClassification(bert_config(name, load_tokenizer(name).vocab_size, num_labels))
     else:
-        source = minilm_path() if spec.offline else spec.hub_id
-        if not spec.offline:
-            _require_hub(name)
+        source, local = (minilm_path(), True) if spec.offline else (spec.hub_id, _require_hub(name))
         model = BertForSequenceClassification.from_pretrained(
-            source, num_labels=num_labels, attn_implementation=ATTENTION,
+            source, num_labels=num_labels, attn_implementation=ATTENTION, local_files_only=local,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         )
     model.eval()

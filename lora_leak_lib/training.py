@@ -56,7 +56,11 @@ def train_adapter(model: nn.Module, model_name: str, examples: Sequence[data.Exa
 
     The stand-in for "some federated rounds have passed": after it the adapter's ``B ≠ 0``.
     """
-    if steps <= 0:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be a whole number ≥ 0, got {steps!r}.")
+    if steps and not examples:
+        raise ValueError("train_adapter needs at least one example to train on.")
+    if steps == 0:
         return []
     generator, tokenizer = torch.Generator().manual_seed(seed), models.load_tokenizer(model_name)
 

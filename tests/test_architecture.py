@@ -170,8 +170,8 @@ def trained():
     return shared, text, ll.Knowledge(length=len(ll.experiments.reference_ids([text], "tiny-bert")[0]))
 
 
-CHEAP_KNOBS = {"dlg": dict(steps=12, snapshot_every=4), "lora-best": dict(later_seconds=5.0),
-               "later-layers": dict(seconds=5.0)}
+CHEAP_KNOBS = {"dlg": dict(steps=12, snapshot_every=4), "lora-best": dict(later_rounds=3),
+               "later-layers": dict(rounds=3)}
 
 
 @pytest.mark.parametrize("name", [n for n, spec in ll.attacks.ATTACKS.items() if spec.lora])

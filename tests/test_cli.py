@@ -40,3 +40,67 @@ def test_bad_input_is_one_line_and_status_2(capsys, argv, words):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("lora-leak: ") and words in err
+
+
+def _no_hub(monkeypatch, tmp_path):
+    """A machine without internet, as a user has it: the offline flag unset, the hub a closed port on loopback."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing downloaded before
+
+
+def _unreadable(monkeypatch, tmp_path):
+    path = tmp_path / "secret.txt"
+    path.write_text("my pin is 4921\n", encoding="utf-8")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "read_bytes", refuse)  # root reads any file: simulate the refusal
+    return str(path)
+
+
+def _file(tmp_path, content: bytes, name: str = "sentences.txt") -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def _interrupt(monkeypatch, tmp_path):
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.experiments, "attack_texts", stop)
+
+
+PROBES = [  # (name, set-up, argv, exit status, words in the one line)
+    ("hub attack", _no_hub, ["attack", "--model", "bert-base-uncased", "--text", "hi"], 2, "cannot be reached"),
+    ("hub demo", _no_hub, ["demo", "--model", "bert-base-uncased"], 2, "cannot be reached"),
+    ("unreadable file", _unreadable, ["attack", "--file", "{setup}"], 2, "cannot read"),
+    ("target is a file", lambda m, t: _file(t, b"x"), ["student", "--target", "{setup}"], 2, "is a file"),
+    ("ctrl-c", _interrupt, ["attack", "--text", "my pin is 4921"], 130, "interrupted"),
+    ("huge rank", None, ["attack", "--rank", "100000", "--text", "hi"], 2, "hidden size 128"),
+    ("huge rounds", None, ["attack", "--rounds", "100000", "--text", "hi"], 2, "0 (the first round, B = 0) to 1000"),
+    ("zero-width text", None, ["attack", "--text", "\u200b\u200b\u2060"], 2, "invisible"),
+    ("zero-width line", lambda m, t: _file(t, "a fine sentence\n\u200b\u200b\n".encode()),
+     ["attack", "--file", "{setup}"], 2, "line 2 of"),
+    ("emoji text", None, ["attack", "--text", "\U0001F600\U0001F600"], 2, "write the sentence in words"),
+    ("non-UTF-8 file", lambda m, t: _file(t, "caf\xe9 au lait\n".encode("latin-1"), "latin.txt"),
+     ["attack", "--file", "{setup}"], 2, "latin.txt is not UTF-8"),
+    ("bench unknown model", None, ["bench", "--model", "no-such-model"], 2, "unknown model 'no-such-model'"),
+    ("student empty source", lambda m, t: str(t), ["student", "--check", "--source", "{setup}"], 2,
+     "no course notebook"),
+]
+
+
+@pytest.mark.parametrize("name, setup, argv, status, words", PROBES, ids=[p[0] for p in PROBES])
+def test_every_foreseeable_error_is_one_line(capsys, monkeypatch, tmp_path, name, setup, argv, status, words):
+    import time
+
+    value = setup(monkeypatch, tmp_path) if setup else None
+    start = time.perf_counter()
+    assert cli.main([a.replace("{setup}", str(value)) for a in argv]) == status
+    assert time.perf_counter() - start < 30
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("lora-leak: ") and words in err, err
+    assert "Traceback" not in out + err

@@ -42,8 +42,11 @@ def test_same_updates_as_in_process(runs):
         for client in range(SETTINGS["n_clients"]):
             a, b = on_flower.captured(client, round).update, in_process.server.captured(client, round).update
             for name in a:
-                # Round 0 starts from the same state; later rounds differ by float32 aggregation order only.
-                assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-7 if round else 0.0), name
+                # Both runs compute the same float32 sums, but a Ray worker (one thread) and this process (the
+                # machine's BLAS threads) add their terms in different orders: a sum of K terms then moves by up
+                # to K·ε·Σ|terms| (ε = 2^-23). With K up to ~10^3 here that is 1e-4 of a tensor's largest entry.
+                scale = float(b[name].abs().max())
+                assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-4 * scale), name
 
 
 def test_attack_gives_the_same_reconstruction(runs):

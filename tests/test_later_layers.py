@@ -59,7 +59,7 @@ def test_deep_refine_repairs_a_swap_and_a_wrong_token(case):
     broken = list(ids)
     broken[2], broken[6] = broken[6], broken[2]
     broken[9] = ll.models.load_tokenizer("minilm").convert_tokens_to_ids("banana")
-    repaired, residual = later_layers.deep_refine(shared, inputs, broken, vocab, seconds=60)
+    repaired, residual = later_layers.deep_refine(shared, inputs, broken, vocab)
     assert repaired == ids
     assert residual < span.CERTIFIED
 
@@ -69,3 +69,18 @@ def test_later_layers_attack_leaves_a_certified_span_result_alone(case):
     result = ll.get_attack("later-layers").reconstruct(shared, ll.Knowledge(length=len(ids) - 2))
     assert result.token_ids == [ids[1:-1]] and result.attack == "later-layers"
     assert len(result.loss_history) == 1 and result.loss == result.loss_history[0] < span.CERTIFIED
+
+
+def test_the_search_budget_is_counted_in_rounds_not_seconds(case):
+    """A slow machine (here: a callback that sleeps every round) gets the same sentence from the same seed."""
+    import time
+
+    shared, ids, inputs, vocab = case
+    inner = ids[1:-1]
+    broken = [ids[0]] + inner[::-1] + [ids[-1]]  # every word in the wrong place: many rounds to repair
+    fast = later_layers.deep_refine(shared, inputs, broken, vocab, rounds=3)
+    rounds = []
+    slow = later_layers.deep_refine(shared, inputs, broken, vocab, rounds=3,
+                                    on_round=lambda r, best: (rounds.append(r), time.sleep(0.5)))
+    assert rounds == [1, 2] and fast[1] > span.CERTIFIED  # the budget, not the certificate, ended both
+    assert slow == fast

@@ -11,7 +11,7 @@ swaps and substitutions, the substitutes ranked over the whole vocabulary by the
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -22,6 +22,11 @@ from .registry import register
 from .search import rearrangements_at
 from .span import CERTIFIED, span_attack
 
+LATER_ROUNDS = 40
+"""Rounds of the later-layer search on a sentence the first layer alone could not certify (each scores up to
+258 candidate sentences on layers 0 and 1): the budget is counted in steps, never in seconds."""
+SAFETY_SECONDS = 3600.0
+"""A runaway guard only: no default search comes near it, and no test or notebook result depends on it."""
 DEFAULT_LAYERS = (0, 1)
 """Layers whose spans the certificate sums: layer 1 adds most of the order information for little cost."""
 
@@ -123,9 +128,10 @@ def combine(ids: list[int], steps: list[tuple[list[int], set[int]]]) -> list[int
 
 
 def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
-                layers: Sequence[int] = DEFAULT_LAYERS, seconds: float = 60.0, substitute_count: int = 8,
-                window: int = 8, shortlist: int = 256, kick: int = 3, patience: int = 1,
-                seed: int = 0) -> tuple[list[int], float]:
+                layers: Sequence[int] = DEFAULT_LAYERS, rounds: int = LATER_ROUNDS, substitute_count: int = 8,
+                window: int = 8, shortlist: int = 256, kick: int = 3, patience: int = 1, seed: int = 0,
+                on_round: Callable[[int, float], None] | None = None,
+                safety_seconds: float = SAFETY_SECONDS) -> tuple[list[int], float]:
     """Local search on the later-layer residual, from ``ids`` (with [CLS]/[SEP]); returns ids and residual.
 
     Layer 0 is always among ``layers``: its span ranks the substitutes and pre-ranks the neighbours.
@@ -137,7 +143,9 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     only when a round finds nothing. At a local minimum the best sentence so far gets ``kick`` random
     steps and the descent starts again (iterated local search). It stops when the sentence is certified
     in every layer, after ``patience`` kicks in a row that found nothing better (``kick=0``: at the first
-    local minimum), or after ``seconds``.
+    local minimum), or after ``rounds`` rounds: a budget in steps, so the same seed gives the same sentence
+    on any machine. ``on_round(round, best residual)`` is called after each round; ``safety_seconds`` only
+    guards against a runaway search and no result should depend on it.
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
@@ -146,7 +154,11 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     best_ids, best = list(ids), float(score([ids])[0])
     value, stale = best, 0
     subs, fresh = substitutes(basis, inputs, ids, vocab, substitute_count), True
-    while best >= CERTIFIED and time.perf_counter() - start < seconds:
+    for round in range(rounds):
+        if best < CERTIFIED or time.perf_counter() - start > safety_seconds:
+            break
+        if on_round is not None and round:
+            on_round(round, best)
         steps = neighbours(ids, subs, window)
         if len(steps) > shortlist:
             first = score([s for s, _ in steps], layers=(0,))
@@ -184,28 +196,28 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     return best_ids, best
 
 
-LATER_SECONDS = 60.0
-"""Time the later-layer search may take on a sentence the first layer alone could not certify."""
 
 
 @register("later-layers", "the span attack, then a local search on the spans of layers 0 and 1 for a sentence "
           "the first layer could not certify", "span residual of layer 0, then summed over layers 0 and 1")
 class LaterLayers:
-    """``span_attack``, then, for one sentence it could not certify, ``deep_refine`` for up to ``seconds``.
+    """``span_attack``, then, for one sentence it could not certify, ``deep_refine`` for up to ``rounds`` rounds.
 
     Its steps: one per sentence length the span attack tried, then one for the later-layer search.
     """
 
     name = "later-layers"
 
-    def __init__(self, seconds: float = LATER_SECONDS, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
-        self.seconds, self.layers = seconds, tuple(layers)
+    def __init__(self, rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+            raise ValueError(f"rounds counts the later-layer search's steps, 0 or more, got {rounds!r}.")
+        self.rounds, self.layers = rounds, tuple(layers)
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         progress = Progress(callback)
         result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts))
-        if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.seconds <= 0:
+        if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.rounds == 0:
             result.loss_history, result.snapshots = progress.loss_history, progress.snapshots
             result.attack = self.name
             return result
@@ -213,7 +225,7 @@ class LaterLayers:
         tokenizer = models.load_tokenizer(shared.setup.model_name)
         inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
         ids = [tokenizer.cls_token_id] + result.token_ids[0] + [tokenizer.sep_token_id]
-        ids, residual = deep_refine(shared, inputs, ids, allowed_tokens(tokenizer), self.layers, self.seconds)
+        ids, residual = deep_refine(shared, inputs, ids, allowed_tokens(tokenizer), self.layers, self.rounds)
         body = ids[1:-1]
         progress.step(residual, [tokenizer.decode(body)])
         return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=result.labels,

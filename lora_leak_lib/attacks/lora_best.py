@@ -16,7 +16,7 @@ import torch
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .dlg import DLG
 from .inputs import first_layer_rows
-from .later_layers import LATER_SECONDS, LaterLayers
+from .later_layers import LATER_ROUNDS, LaterLayers
 from .registry import register
 
 ROUND0_LR = 0.3
@@ -39,7 +39,7 @@ class LoRABest:
 
     With non-zero first-layer ``lora_A`` gradients it runs the span attack (exact tokens within the
     stacked rank, matching pursuit and local search beyond it) and, for one sentence it could not certify,
-    a local search on the spans of layers 0 and 1 for up to ``later_seconds`` (``later_layers``); at round
+    a local search on the spans of layers 0 and 1 for up to ``later_rounds`` rounds (``later_layers``); at round
     0 it runs relaxed-vocabulary
     cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three restarts of ``dlg_steps // 2`` steps) as a
     shortlist of tokens per position, then a greedy discrete search of single-token substitutions and pair
@@ -48,15 +48,15 @@ class LoRABest:
 
     name = "lora-best"
 
-    def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_seconds: float = LATER_SECONDS) -> None:
-        self.dlg_steps, self.restarts, self.later_seconds = dlg_steps, restarts, later_seconds
+    def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_rounds: int = LATER_ROUNDS) -> None:
+        self.dlg_steps, self.restarts, self.later_rounds = dlg_steps, restarts, later_rounds
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
         if not lora_a_is_zero(shared.update):
             first_layer_rows(shared.update)  # one clear error when layer 0 has no attention LoRA
-            result = LaterLayers(self.later_seconds).reconstruct(shared, knowledge, callback)
+            result = LaterLayers(self.later_rounds).reconstruct(shared, knowledge, callback)
         else:
             dlg = DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, self.dlg_steps // 2),
                       restarts=max(ROUND0_RESTARTS, self.restarts), search_steps=ROUND0_SEARCH_STEPS, progress=False)

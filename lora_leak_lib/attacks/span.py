@@ -242,6 +242,16 @@ def perturb(ids: list[int], table: torch.Tensor, generator: torch.Generator, siz
     return ids
 
 
+def _inputs_and_span(shared: SharedUpdate, tol: float) -> tuple[EmbeddingInputs, torch.Tensor]:
+    """The public first-layer inputs and the update's input span, or one clear error when they do not fit."""
+    inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
+    basis = input_span(first_layer_rows(shared.update), tol)
+    if basis.shape[1] != inputs.tokens.shape[1]:
+        raise ValueError(f"the update's first-layer rows have {basis.shape[1]} columns but {shared.setup.model_name}'s "
+                         f"inputs have {inputs.tokens.shape[1]}: attack it with the model the client trained.")
+    return inputs, basis
+
+
 def _lengths(knowledge: Knowledge, inputs: EmbeddingInputs, basis: torch.Tensor, sep_id: int) -> list[int]:
     """Sequence lengths to try, [CLS] and [SEP] included: the known one, or where [SEP] fits best."""
     limit = inputs.positions.shape[0]
@@ -265,8 +275,7 @@ def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortl
     if knowledge.sentences(shared) != 1:
         return batch_span_attack(shared, knowledge, shortlist, tol, callback)
     tokenizer = models.load_tokenizer(shared.setup.model_name)
-    inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
-    basis = input_span(first_layer_rows(shared.update), tol)
+    inputs, basis = _inputs_and_span(shared, tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     vocab = allowed_tokens(tokenizer)
     best: SpanResult | None = None
@@ -297,8 +306,7 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     start = time.perf_counter()
     size = knowledge.sentences(shared)
     tokenizer = models.load_tokenizer(shared.setup.model_name)
-    inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
-    basis = input_span(first_layer_rows(shared.update), tol)
+    inputs, basis = _inputs_and_span(shared, tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     n = max(_lengths(knowledge, inputs, basis, special[1]))
     vocab = allowed_tokens(tokenizer)

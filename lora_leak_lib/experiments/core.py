@@ -8,6 +8,16 @@ from ..attacks import Attack, Knowledge, Reconstruction, SharedUpdate, get_attac
 
 DEFAULT_ROUNDS = 20
 """Training steps of the global adapter before the attacked round in the CLI and benchmark: ``B ≠ 0``."""
+MAX_ROUNDS = 1000
+"""The most pre-training steps a simulation takes: past a few dozen the adapter's span no longer changes."""
+
+
+def check_rounds(rounds: object) -> int:
+    """``rounds`` (training steps of the global adapter before the attacked round), or one clear error."""
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or not 0 <= rounds <= MAX_ROUNDS:
+        raise ValueError(f"rounds counts the adapter's training steps before the attacked round, 0 (the first "
+                         f"round, B = 0) to {MAX_ROUNDS}, got {rounds!r}: try {DEFAULT_ROUNDS}.")
+    return rounds
 
 
 def reference_ids(texts: Sequence[str], model_name: str) -> list[list[int]]:
@@ -52,8 +62,7 @@ def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, mode
     server is told the longest sentence's length (``Knowledge.length``), as DLG needs.
     """
     models.check_model_name(model_name)
-    if not isinstance(rounds, int) or rounds < 0:
-        raise ValueError(f"rounds must be 0 (the first round) or more, got {rounds!r}.")
+    check_rounds(rounds)
     method = get_attack(attack, **knobs)
     labels = list(labels) if labels is not None else [0] * len(texts)
     shared = fl.capture_update(list(texts), labels, model_name, rank, train_head=train_head, rounds=rounds, seed=seed)
