@@ -154,7 +154,9 @@ def load_model(name: str = "tiny-bert", num_labels: int = 2, seed: int | None = 
     ``tiny-bert`` is initialised from ``seed`` (or the current torch seed); the others load pretrained
     weights and a freshly initialised classification head. With a ``seed`` each model is built (or read
     from disk) once per process, quietly; later calls copy it and leave the random state exactly as a
-    fresh build would, so results do not depend on what was loaded before.
+    fresh build would. Every call, the first too, returns a copy of the cached model, so each sees the same
+    memory layout (BLAS kernels can round differently on differently aligned buffers) and results do not
+    depend on what was loaded before.
     """
     spec = check_model_name(name)
     key = (name, num_labels, seed)
@@ -174,9 +176,10 @@ def load_model(name: str = "tiny-bert", num_labels: int = 2, seed: int | None = 
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         )
     model.eval()
-    if seed is not None:
-        _LOADED[key] = (copy.deepcopy(model), torch.get_rng_state())
-    return model
+    if seed is None:
+        return model
+    _LOADED[key] = (model, torch.get_rng_state())
+    return copy.deepcopy(model)  # the first caller gets a copy too: every call sees the same memory layout
 
 
 def max_tokens(model: BertForSequenceClassification) -> int:
