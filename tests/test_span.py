@@ -68,3 +68,14 @@ def test_round_zero_and_bad_inputs_raise_clear_errors(tiny):
     later = ll.fl.capture_update(["a b c"], [0], "tiny-bert", rank=4, rounds=2)
     with pytest.raises(ValueError, match="without \\[CLS\\]"):
         span.span_attack(later, ll.Knowledge(length=10_000))
+
+
+def test_several_rounds_of_one_client_recover_a_sentence_longer_than_the_stacked_rank():
+    """r = 1 on query and value: 2 rows a round for 12 inputs. One round leaves most words out; four rounds of
+    the same client's gradient, each under that round's global adapter, span enough to give it back exactly."""
+    text = "please send the money to my old bank account today"  # 10 tokens, 12 inputs > 2r = 2
+    updates = [ll.fl.capture_update([text], [1], "tiny-bert", rank=1, rounds=r) for r in (20, 25, 30, 35)]
+    known = ll.Knowledge(length=10)
+    one = span.span_attack(updates[0], known, sweeps=0)  # the per-position test alone: 2 directions, 12 inputs
+    four = span.span_attack(updates[0], ll.Knowledge(length=10, other_rounds=updates[1:]))
+    assert one.texts != [text] and four.texts == [text] and four.loss < span.CERTIFIED

@@ -11,11 +11,12 @@ discover()  # every module registers its attacks when imported
 from .dlg import DLG, classifier_gradients, deep_leakage, match_gradients, matching_losses  # noqa: E402
 from .distances import DISTANCES, gradient_distance  # noqa: E402
 from .embedding_leak import sequence_length, token_set  # noqa: E402
-from .inputs import SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, public_inputs  # noqa: E402
+from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span,  # noqa: E402
+                     lora_a_is_zero, public_inputs)
 from .labels import head_bias_gradient, infer_labels  # noqa: E402
 from .later_layers import LayerResidual, LaterLayers  # noqa: E402
 from .linear import linear_leak, pooled_output  # noqa: E402
-from .lora_best import LoRABest, lora_a_is_zero  # noqa: E402
+from .lora_best import LoRABest  # noqa: E402
 from .order import BigramPrior, assemble_batch, build_prior, default_prior  # noqa: E402
 from .span import CERTIFIED, SpanAttack, batch_span_attack, span_attack  # noqa: E402
 from .text_problem import TextProblem  # noqa: E402

@@ -16,12 +16,16 @@ class Knowledge:
     ``length``: tokens per sentence without [CLS]/[SEP] (the longest one of a batch), as LAMP and DAGER
     assume; ``None`` means the attack must find it or refuse. ``labels``: the sentences' classes; ``None``
     means the attack reads them from the head (iDLG). ``batch_size``: sentences in the message; ``None``
-    means what the message's metadata says (Flower sends it in the clear).
+    means what the message's metadata says (Flower sends it in the clear). ``other_rounds``: updates the same
+    client sent, on the same private data, in other rounds the server watched (each under that round's global
+    adapter); span-based attacks stack their first-layer rows with the message's, ``R·2r`` directions of the
+    same inputs instead of ``2r``.
     """
 
     length: int | None = None
     labels: tuple[int, ...] | None = None
     batch_size: int | None = None
+    other_rounds: tuple[SharedUpdate, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.length is not None and (not isinstance(self.length, int) or self.length < 1):
@@ -30,6 +34,13 @@ class Knowledge:
             object.__setattr__(self, "labels", tuple(int(y) for y in self.labels))
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ValueError(f"the known batch size must be a positive integer, got {self.batch_size!r}.")
+        object.__setattr__(self, "other_rounds", tuple(self.other_rounds))
+        if not all(isinstance(u, SharedUpdate) for u in self.other_rounds):
+            raise ValueError("other_rounds holds the SharedUpdate messages of the same client in other rounds.")
+
+    def rounds_watched(self, shared: SharedUpdate) -> list[SharedUpdate]:
+        """The message under attack first, then the same client's messages from the other watched rounds."""
+        return [shared, *self.other_rounds]
 
     def sentences(self, shared: SharedUpdate) -> int:
         """How many sentences the attacker looks for in ``shared``."""

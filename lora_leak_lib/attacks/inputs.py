@@ -120,3 +120,8 @@ class EmbeddingInputs:
 def public_inputs(model_name: str, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
     """The embedding tables of a registered model: frozen, so the same in every round (cached)."""
     return EmbeddingInputs.from_model(models.load_model(model_name, num_labels, seed=model_seed))
+
+
+def lora_a_is_zero(update: dict[str, torch.Tensor]) -> bool:
+    """True at round 0, where ``B = 0`` makes every ``dL/dA`` zero."""
+    return all(float(t.abs().max()) == 0.0 for n, t in update.items() if "lora_A" in n)

@@ -17,7 +17,7 @@ import torch
 
 from .. import models
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
-from .inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, public_inputs
+from .inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, lora_a_is_zero, public_inputs
 from .registry import register
 from .search import rearrangements_at
 from .span import CERTIFIED, span_attack
@@ -225,7 +225,8 @@ class LaterLayers:
         tokenizer = models.load_tokenizer(shared.setup.model_name)
         inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
         ids = [tokenizer.cls_token_id] + result.token_ids[0] + [tokenizer.sep_token_id]
-        ids, residual = deep_refine(shared, inputs, ids, allowed_tokens(tokenizer), self.layers, self.rounds)
+        latest = next(u for u in knowledge.rounds_watched(shared) if not lora_a_is_zero(u.update))
+        ids, residual = deep_refine(latest, inputs, ids, allowed_tokens(tokenizer), self.layers, self.rounds)
         body = ids[1:-1]
         progress.step(residual, [tokenizer.decode(body)])
         return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=result.labels,

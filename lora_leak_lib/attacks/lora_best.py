@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .dlg import DLG
-from .inputs import first_layer_rows
+from .inputs import first_layer_rows, lora_a_is_zero
 from .later_layers import LATER_ROUNDS, LaterLayers
 from .registry import register
 
@@ -25,11 +23,6 @@ ROUND0_RESTARTS = 3
 """Relaxation restarts at round 0 (``dlg_steps // 2`` steps each): their top tokens together form the shortlist."""
 ROUND0_SEARCH_STEPS = 60
 """Greedy substitution steps after the relaxation at round 0 (each scores a few hundred texts exactly)."""
-
-
-def lora_a_is_zero(update: dict[str, torch.Tensor]) -> bool:
-    """True at round 0, where ``B = 0`` makes every ``dL/dA`` zero."""
-    return all(float(t.abs().max()) == 0.0 for n, t in update.items() if "lora_A" in n)
 
 
 @register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head "
@@ -54,7 +47,7 @@ class LoRABest:
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
-        if not lora_a_is_zero(shared.update):
+        if not all(lora_a_is_zero(u.update) for u in knowledge.rounds_watched(shared)):
             first_layer_rows(shared.update)  # one clear error when layer 0 has no attention LoRA
             result = LaterLayers(self.later_rounds).reconstruct(shared, knowledge, callback)
         else:

@@ -19,7 +19,8 @@ import torch
 
 from .. import models
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
-from .inputs import SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, public_inputs
+from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, lora_a_is_zero,
+                     public_inputs)
 from .labels import infer_labels
 from .registry import register
 from .search import rearrangements_at
@@ -242,10 +243,13 @@ def perturb(ids: list[int], table: torch.Tensor, generator: torch.Generator, siz
     return ids
 
 
-def _inputs_and_span(shared: SharedUpdate, tol: float) -> tuple[EmbeddingInputs, torch.Tensor]:
-    """The public first-layer inputs and the update's input span, or one clear error when they do not fit."""
+def _inputs_and_span(shared: SharedUpdate, knowledge: Knowledge,
+                     tol: float) -> tuple[EmbeddingInputs, torch.Tensor]:
+    """The public first-layer inputs and the span of every watched round's first-layer ``lora_A`` rows (the
+    message's and ``knowledge.other_rounds``'), or one clear error when they do not fit."""
     inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
-    basis = input_span(first_layer_rows(shared.update), tol)
+    rows = [first_layer_rows(u.update) for u in knowledge.rounds_watched(shared) if not lora_a_is_zero(u.update)]
+    basis = input_span(torch.cat(rows) if rows else first_layer_rows(shared.update), tol)
     if basis.shape[1] != inputs.tokens.shape[1]:
         raise ValueError(f"the update's first-layer rows have {basis.shape[1]} columns but {shared.setup.model_name}'s "
                          f"inputs have {inputs.tokens.shape[1]}: attack it with the model the client trained.")
@@ -275,7 +279,7 @@ def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortl
     if knowledge.sentences(shared) != 1:
         return batch_span_attack(shared, knowledge, shortlist, tol, callback)
     tokenizer = models.load_tokenizer(shared.setup.model_name)
-    inputs, basis = _inputs_and_span(shared, tol)
+    inputs, basis = _inputs_and_span(shared, knowledge, tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     vocab = allowed_tokens(tokenizer)
     best: SpanResult | None = None
@@ -306,7 +310,7 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     start = time.perf_counter()
     size = knowledge.sentences(shared)
     tokenizer = models.load_tokenizer(shared.setup.model_name)
-    inputs, basis = _inputs_and_span(shared, tol)
+    inputs, basis = _inputs_and_span(shared, knowledge, tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     n = max(_lengths(knowledge, inputs, basis, special[1]))
     vocab = allowed_tokens(tokenizer)

@@ -54,21 +54,32 @@ def attack_update(shared: SharedUpdate, references: Sequence[str], attack: str |
 
 def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
                  rank: int = 8, rounds: int = DEFAULT_ROUNDS, attack: str = "lora-best", seed: int = 0,
-                 train_head: bool = True, know_length: bool = True, **knobs) -> list[dict]:
+                 train_head: bool = True, know_length: bool = True, observed_rounds: int = 1,
+                 **knobs) -> list[dict]:
     """Simulate one client's LoRA update on ``texts`` (one batch), attack it, and score every sentence.
 
     Returns one row per sentence with ``original``, ``reconstruction``, ``token_accuracy``, ``rouge1``,
     ``rouge2``, ``rougeL``, ``seconds`` (attack time per sentence) and the set-up. With ``know_length`` the
-    server is told the longest sentence's length (``Knowledge.length``), as DLG needs.
+    server is told the longest sentence's length (``Knowledge.length``), as DLG needs. With
+    ``observed_rounds`` R > 1 the client sends the same batch in R consecutive rounds (the global adapter
+    trained ``rounds``, ``rounds + 1``, ... steps) and the server attacks the first with the others known
+    (``Knowledge.other_rounds``).
     """
     models.check_model_name(model_name)
     check_rounds(rounds)
+    check_rounds(rounds + observed_rounds - 1)
+    if not isinstance(observed_rounds, int) or isinstance(observed_rounds, bool) or observed_rounds < 1:
+        raise ValueError(f"observed_rounds counts the rounds the server watches this client, 1 or more, "
+                         f"got {observed_rounds!r}.")
     method = get_attack(attack, **knobs)
     labels = list(labels) if labels is not None else [0] * len(texts)
-    shared = fl.capture_update(list(texts), labels, model_name, rank, train_head=train_head, rounds=rounds, seed=seed)
-    rows = attack_update(shared, texts, method, None if know_length else Knowledge())
+    shared, *others = [fl.capture_update(list(texts), labels, model_name, rank, train_head=train_head,
+                                         rounds=rounds + r, seed=seed) for r in range(observed_rounds)]
+    length = max(len(r) for r in reference_ids(texts, model_name)) if know_length else None
+    rows = attack_update(shared, texts, method, Knowledge(length=length, other_rounds=tuple(others)))
     tokenizer = models.load_tokenizer(model_name)
     for row in rows:
         row.update(model=model_name, rank=rank, rounds=rounds, attack=attack, batch_size=len(texts),
+                   observed_rounds=observed_rounds,
                    tokens=len(tokenizer.tokenize(row["original"])))
     return rows
