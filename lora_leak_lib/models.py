@@ -6,7 +6,6 @@ import os
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
