@@ -131,11 +131,13 @@ class SharedUpdate:
         expected = OrderedDict((n, tuple(p.shape)) for n, p in model.named_parameters() if p.requires_grad)
         sent = OrderedDict((n, tuple(t.shape)) for n, t in self.update.items())
         if sent != expected:
-            wrong = next((n for n in expected if sent.get(n) != expected[n]), None) or next(iter(set(sent) - set(expected)))
+            wrong = next((n for n in [*expected, *sent] if sent.get(n) != expected.get(n)), None)
+            detail = (f"tensor {wrong!r} is {sent.get(wrong, 'missing')} in the update but "
+                      f"{expected.get(wrong, 'absent')} in the model" if wrong else
+                      "its tensors come in another order than the model's")
             raise ValueError(f"the update does not fit the public model ({self.setup.model_name}, r={self.setup.rank}, "
-                             f"targets {', '.join(self.setup.targets)}): tensor {wrong!r} is {sent.get(wrong, 'missing')} "
-                             f"in the update but {expected.get(wrong, 'absent')} in the model; attack it with the set-up "
-                             "the client trained with.")
+                             f"targets {', '.join(self.setup.targets)}): {detail}; attack it with the set-up the "
+                             "client trained with.")
         gradients.load_trainable_state(model, self.global_state)
         return model.eval()
 

@@ -14,17 +14,12 @@ from typing import Callable, Sequence
 
 from . import config, fl, metrics, models
 from .attacks import ATTACKS, Attack, Knowledge, Reconstruction, SharedUpdate, attack_names, get_attack, lora_a_is_zero
-from .defenses import DEFENCES, DP_CLIP, defend_message, lab_defences
+from .defenses import DEFENCES, defend_message, lab_defences
 
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TEXT = "my new pin is 4921 and the card works perfectly now"
 LAB_MAX_TOKENS = 64
 """Longest sentence the lab takes (word pieces, without [CLS]/[SEP]); the library functions take longer ones."""
-DEFENCE_WORDS = {"none": "no defence", "clip": "clip the update to this L2 norm",
-                 "noise": "add Gaussian noise of this std", "top-k": "keep this fraction of entries",
-                 "quantise": "bits per entry", "dp-sgd": f"DP-SGD noise multiplier σ (clip C = {DP_CLIP:g})"}
-"""How the lab words each defence's strength; the defences themselves come from ``defenses.DEFENCES``."""
-
 StepCallback = Callable[[int, float, list[str]], None]
 
 LAB_DLG_LR = 0.1
@@ -283,7 +278,7 @@ class Lab:
         self._explain()
 
     def _explain(self, change: dict | None = None) -> None:
-        strength = DEFENCE_WORDS.get(self.defence.value, DEFENCES[self.defence.value].knob)
+        strength = DEFENCES[self.defence.value].knob or "no defence"
         self.help.value = (f"<small>attack: {html.escape(ATTACKS[self.attack.value].description)}; "
                            f"defence: {html.escape(strength)}</small>")
 

@@ -152,7 +152,7 @@ def test_every_menu_of_attacks_comes_from_the_one_registry():
 
 
 def test_every_menu_of_defences_comes_from_the_one_registry():
-    assert set(widgets.DEFENCE_WORDS) == set(ll.defenses.lab_defences())
+    assert widgets.attack_lab().defence.options == tuple(ll.defenses.lab_defences())
     assert {d.name for d in ll.experiments.sweep.settings(quick=False)} == set(ll.defenses.DEFENCES)
 
 

@@ -92,7 +92,7 @@ def test_defences_transform_only_the_update(shared):
     noisy = widgets.defend(shared, "noise", 1e-2)
     assert not torch.equal(next(iter(noisy.update.values())), next(iter(shared.update.values())))
     private = widgets.defend(shared, "dp-sgd", 0.0)  # σ = 0: clipping to C only
-    assert update_norm(private.update) <= widgets.DP_CLIP + 1e-6
+    assert update_norm(private.update) <= ll.defenses.DP_CLIP + 1e-6
     sparse = widgets.defend(shared, "top-k", 0.1)
     kept = sum(int((t != 0).sum()) for t in sparse.update.values())
     assert kept <= 0.11 * sum(t.numel() for t in shared.update.values()) + len(shared.update)

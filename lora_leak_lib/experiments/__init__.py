@@ -3,8 +3,8 @@
 It sits above ``fl``, ``defenses`` and ``attacks`` and is what the CLI, the lab, Flower and the benchmarks call.
 """
 from . import leakage, sweep
-from .core import DEFAULT_ROUNDS, MAX_ROUNDS, attack_texts, check_rounds, attack_update, reference_ids, score
+from .core import DEFAULT_ROUNDS, MAX_ROUNDS, attack_texts, attack_update, check_rounds, longest, reference_ids, score
 from .leakage import BENCHMARK, Setting, run_setting
 
-__all__ = ["BENCHMARK", "DEFAULT_ROUNDS", "MAX_ROUNDS", "check_rounds", "Setting", "attack_texts", "attack_update", "leakage", "reference_ids",
-           "run_setting", "score", "sweep"]
+__all__ = ["BENCHMARK", "DEFAULT_ROUNDS", "MAX_ROUNDS", "Setting", "attack_texts", "attack_update", "check_rounds",
+           "leakage", "longest", "reference_ids", "run_setting", "score", "sweep"]

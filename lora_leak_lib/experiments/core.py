@@ -26,6 +26,11 @@ def reference_ids(texts: Sequence[str], model_name: str) -> list[list[int]]:
     return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
 
+def longest(texts: Sequence[str], model_name: str) -> int:
+    """The longest sentence's length in tokens without special tokens: what a strong attacker is told."""
+    return max(len(ids) for ids in reference_ids(texts, model_name))
+
+
 def score(references: Sequence[str], reconstruction: Reconstruction, model_name: str) -> list[dict]:
     """One row per private sentence: ROUGE and token accuracy against its Hungarian-matched reconstruction,
     with ``original``, ``reconstruction`` and ``seconds`` (the attack's time per sentence)."""
@@ -48,7 +53,7 @@ def attack_update(shared: SharedUpdate, references: Sequence[str], attack: str |
         raise ValueError("give the private sentences the update was computed on, to score the attack against.")
     method = get_attack(attack, **knobs) if isinstance(attack, str) else attack
     if knowledge is None:
-        knowledge = Knowledge(length=max(len(r) for r in reference_ids(references, shared.setup.model_name)))
+        knowledge = Knowledge(length=longest(references, shared.setup.model_name))
     return score(references, method.reconstruct(shared, knowledge), shared.setup.model_name)
 
 
@@ -75,7 +80,7 @@ def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, mode
     labels = list(labels) if labels is not None else [0] * len(texts)
     shared, *others = [fl.capture_update(list(texts), labels, model_name, rank, train_head=train_head,
                                          rounds=rounds + r, seed=seed) for r in range(observed_rounds)]
-    length = max(len(r) for r in reference_ids(texts, model_name)) if know_length else None
+    length = longest(texts, model_name) if know_length else None
     rows = attack_update(shared, texts, method, Knowledge(length=length, other_rounds=tuple(others)))
     tokenizer = models.load_tokenizer(model_name)
     for row in rows:

@@ -15,7 +15,7 @@ from ..attacks import Knowledge, Reconstruction, SharedUpdate, get_attack
 from ..defenses.federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient
 from ..defenses.registry import DEFENCES, check_defence
 from ..defenses.secure_aggregation import subtract_own
-from .core import reference_ids, score
+from .core import longest, score
 
 AttackFn = Callable[[SharedUpdate, Knowledge], Reconstruction]
 """``attack(shared, knowledge) -> Reconstruction``: how the sweep attacks a message (an ``Attack.reconstruct``)."""
@@ -157,7 +157,7 @@ def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recip
         references = [e.text for v in victims for e in message_references(v)]
         model_name = history.setup.model_name
         # the attacker knows the longest sentence's length (the batch size is in the message's metadata)
-        knowledge = Knowledge(length=max(len(r) for r in reference_ids(references, model_name)))
+        knowledge = Knowledge(length=longest(references, model_name))
         try:
             reconstruction = attack(shared, knowledge)
         except ValueError as error:
