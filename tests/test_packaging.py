@@ -55,8 +55,9 @@ def test_line_parser_agrees_with_pyyaml_when_installed():
 def test_environment_yml_and_pyproject_name_the_same_packages():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pip_side = list(project["dependencies"])
-    for extra in project.get("optional-dependencies", {}).values():
-        pip_side.extend(extra)
+    for name, extra in project.get("optional-dependencies", {}).items():
+        if name != "base":  # installed with --no-deps after the environment (see its first line and the README)
+            pip_side.extend(extra)
     conda_side = conda_requirements((ROOT / "environment.yml").read_text())
     pip_names = {_name(r) for r in pip_side}
     conda_names = {_name(r) for r in conda_side} - NOT_PACKAGES
