@@ -198,3 +198,133 @@ def test_every_solution_block_is_followed_by_an_assert():
                 if "assert " not in cell.source.rsplit(exercises.SOLUTION_END, 1)[-1]:
                     unchecked.append(f"{path.name} cell {index}")
     assert unchecked == [], f"solution blocks with no assert after them: {unchecked}"
+
+
+@pytest.fixture
+def linear_case():
+    """One sample through ``y = W x + b`` under cross-entropy: dL/dW = δ xᵀ, dL/db = δ (which sums to 0)."""
+    torch.manual_seed(0)
+    x = torch.rand(6)
+    delta = torch.softmax(torch.randn(4), 0) - torch.eye(4)[2]
+    return x, torch.outer(delta, x), delta
+
+
+def test_linear_input_right_and_wrong(linear_case):
+    x, G_W, g_b = linear_case
+    assert exercises.check_linear_input(G_W[0] / g_b[0], G_W, g_b).ok
+    i = int(g_b.abs().argmax())
+    row = exercises.check_linear_input(G_W[i], G_W, g_b)
+    assert not row.ok and "divide it" in row.message
+    mixed = exercises.check_linear_input(G_W[0] / g_b[1], G_W, g_b)
+    assert not mixed.ok and "the same i" in mixed.message
+    assert "divided by zero" in exercises.check_linear_input(G_W[0] / torch.zeros(6), G_W, g_b).message
+    assert "column" in exercises.check_linear_input(G_W[:, 0] / g_b, G_W, g_b).message
+    assert "flatten" in exercises.check_linear_input(x[None], G_W, g_b).message
+    assert "wrong values" in exercises.check_linear_input(torch.rand(6), G_W, g_b).message
+
+
+@pytest.fixture
+def embedding_gradients():
+    """A full fine-tuning gradient of "[CLS] a b a c [SEP]" (ids 101, 7, 8, 7, 9, 102): V = 120, d = 5, 8 positions."""
+    torch.manual_seed(0)
+    sentence = [101, 7, 8, 7, 9, 102]
+    per_position = torch.randn(len(sentence), 5)
+    words, positions = torch.zeros(120, 5), torch.zeros(8, 5)
+    for p, t in enumerate(sentence):
+        words[t] += per_position[p]
+        positions[p] = per_position[p]
+    return words, positions, (101, 102, 0)
+
+
+def test_token_set_right_and_wrong(embedding_gradients):
+    words, _, special = embedding_gradients
+    assert exercises.check_token_set([7, 8, 9], words, special).ok
+    assert exercises.check_token_set(torch.tensor([9, 8, 7, 7]), words, special).ok
+    assert "special tokens" in exercises.check_token_set({7, 8, 9, 101, 102}, words, special).message
+    assert "column indices" in exercises.check_token_set([0, 1, 2, 3, 4], words, special).message
+    assert "all-zero row" in exercises.check_token_set([7, 8, 9, 10], words, special).message
+    missed = exercises.check_token_set([7, 8], words, special)
+    assert not missed.ok and "missed 1" in missed.message
+    assert "list or set of ints" in exercises.check_token_set("a b c", words, special).message
+
+
+def test_sequence_length_right_and_wrong(embedding_gradients):
+    _, positions, _ = embedding_gradients
+    assert exercises.check_sequence_length(4, positions, distinct_tokens=3).ok
+    assert "[CLS] and [SEP]" in exercises.check_sequence_length(6, positions, distinct_tokens=3).message
+    assert "distinct tokens" in exercises.check_sequence_length(3, positions, distinct_tokens=3).message
+    assert "embedding width" in exercises.check_sequence_length(5, positions, distinct_tokens=3).message
+    assert "too short" in exercises.check_sequence_length(2, positions).message
+    assert "int" in exercises.check_sequence_length(4.0, positions).message
+
+
+def test_token_order_right_and_wrong():
+    reference, special = [7, 8, 9, 10], (101, 102)
+    assert exercises.check_token_order([7, 8, 9, 10], reference, special).ok
+    assert "drop [CLS]" in exercises.check_token_order([101, 7, 8, 9, 10, 102], reference, special).message
+    assert "reversed" in exercises.check_token_order([10, 9, 8, 7], reference, special).message
+    swapped = exercises.check_token_order([8, 7, 9, 10], reference, special)
+    assert not swapped.ok and "2 of 4" in swapped.message
+    assert "not in the sentence" in exercises.check_token_order([7, 8, 9, 11], reference, special).message
+    assert "has 4" in exercises.check_token_order([7, 8, 9], reference, special).message
+    assert "no order" in exercises.check_token_order({7, 8, 9, 10}, reference, special).message
+
+
+def test_span_distance_right_and_wrong():
+    torch.manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(8, 3))[0].T   # orthonormal rows: a 3-d span in R^8
+    x = torch.stack([torch.randn(3) @ Q, torch.randn(8)])   # one vector inside the span, one outside
+    residual = x - x @ Q.T @ Q
+    right = residual.norm(dim=1) / x.norm(dim=1)
+    assert exercises.check_span_distance(right, x, Q).ok and right[0] < 1e-6 < right[1]
+    assert "not relative" in exercises.check_span_distance(residual.norm(dim=1), x, Q).message
+    assert "squared" in exercises.check_span_distance(right ** 2, x, Q).message
+    inside = (x @ Q.T @ Q).norm(dim=1) / x.norm(dim=1)
+    assert "left outside" in exercises.check_span_distance(inside, x, Q).message
+
+
+def test_span_dimension_right_and_wrong():
+    n, r = [4, 12, 20], 4   # 6, 14, 22 inputs against 8 rows
+    assert exercises.check_span_dimension([6, 8, 8], n, r).ok
+    assert "[CLS] and [SEP]" in exercises.check_span_dimension([4, 8, 8], n, r).message
+    assert "2·r = 8 rows" in exercises.check_span_dimension([4, 4, 4], n, r).message
+    assert "number of rows" in exercises.check_span_dimension([8, 8, 8], n, r).message
+    assert "number of inputs" in exercises.check_span_dimension([6, 14, 22], n, r).message
+    assert "n = 12" in exercises.check_span_dimension([6, 7, 8], n, r).message
+    assert exercises.check_span_dimension(8, 12, 4).ok
+
+
+def test_defence_choice_right_and_wrong():
+    from lora_leak_lib.experiments.sweep import SettingResult
+
+    def result(defence, value, accuracy, rouge1):
+        label = defence if value is None else f"{defence} {value:g}"
+        return SettingResult(defence, value, label, accuracy, 0.5, [0.5, accuracy], rouge1, rouge1, 2)
+
+    results = [result("none", None, 0.80, 1.0), result("noise", 1e-4, 0.79, 0.1), result("noise", 1e-5, 0.80, 0.6),
+               result("dp-sgd", 1.0, 0.50, 0.0)]
+    assert exercises.check_defence_choice("noise 0.0001", results).ok
+    assert exercises.check_defence_choice(results[1], results).ok
+    assert "60% ROUGE-1" in exercises.check_defence_choice("noise 1e-05", results).message
+    costly = exercises.check_defence_choice("dp-sgd 1", results)
+    assert not costly.ok and "30 accuracy points" in costly.message
+    assert "no defence" in exercises.check_defence_choice("none", results).message
+    assert "no setting 'top-k 0.1'" in exercises.check_defence_choice("top-k 0.1", results).message
+    assert "string" in exercises.check_defence_choice(0.1, results).message
+    with pytest.raises(ValueError, match="baseline"):
+        exercises.check_defence_choice("noise 0.0001", results[1:])
+
+
+def test_noise_multiplier_right_and_wrong():
+    from lora_leak_lib.defenses import epsilon
+
+    candidates, steps = [0.5, 1.0, 2.0, 4.0, 8.0], 100
+    spent = {s: epsilon(s, 1.0, steps)[0] for s in candidates}
+    target = (spent[2.0] + spent[4.0]) / 2   # σ = 4 is the least noise under it
+    assert exercises.check_noise_multiplier(4.0, candidates, target, 1.0, steps).ok
+    assert exercises.check_noise_multiplier(4, candidates, target, 1.0, steps).ok
+    assert "above" in exercises.check_noise_multiplier(2.0, candidates, target, 1.0, steps).message
+    assert "less noise" in exercises.check_noise_multiplier(8.0, candidates, target, 1.0, steps).message
+    assert "pick one" in exercises.check_noise_multiplier(3.0, candidates, target, 1.0, steps).message
+    with pytest.raises(ValueError, match="larger noise"):
+        exercises.check_noise_multiplier(8.0, candidates, spent[8.0] / 2, 1.0, steps)
