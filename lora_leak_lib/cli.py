@@ -173,6 +173,25 @@ def student(args: argparse.Namespace) -> int:
     return 0
 
 
+def colab_cells(args: argparse.Namespace) -> int:
+    """Write every Colab badge and install cell from pyproject's URL, or with ``--check`` list those that differ."""
+    from . import colab
+
+    if args.check:
+        problems = colab.check()
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{len(problems)} Colab badges or install cells disagree with pyproject.toml: run `lora-leak colab`.")
+            return 1
+        print(f"every Colab badge and install cell opens {colab.repository()}.")
+        return 0
+    changed = colab.write()
+    names = ", ".join(str(p.relative_to(colab.ROOT)) for p in changed)
+    print(f"rewrote {len(changed)} files from {colab.repository()}" + (f": {names}" if changed else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lora-leak`` command line: one sub-command per job."""
     parser = argparse.ArgumentParser(prog="lora-leak", description="Private-data leakage from LoRA gradients.")
@@ -212,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--target", default=None, help="where student copies go (default: SOURCE/student)")
     p.set_defaults(run=student)
+    p = commands.add_parser("colab", help="write every Colab badge and install cell from pyproject's Repository URL")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a badge or install cell differs")
+    p.set_defaults(run=colab_cells)
     return parser
 
 
