@@ -192,6 +192,14 @@ def colab_cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def book(args: argparse.Namespace) -> None:
+    """Run the chosen notebooks in quick mode and write the course book (pages, course map, glossary)."""
+    from . import book as course_book
+
+    pages = course_book.build(args.notebooks, args.out)
+    print(f"wrote {len(pages)} pages to {args.out}: open {Path(args.out) / 'index.html'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lora-leak`` command line: one sub-command per job."""
     parser = argparse.ArgumentParser(prog="lora-leak", description="Private-data leakage from LoRA gradients.")
@@ -234,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("colab", help="write every Colab badge and install cell from pyproject's Repository URL")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a badge or install cell differs")
     p.set_defaults(run=colab_cells)
+    p = commands.add_parser("book", help="run notebooks (quick mode) into an HTML book with a course map and glossary")
+    p.add_argument("--notebooks", default=None, help="comma-separated numbers, e.g. 00,01 (default: all)")
+    p.add_argument("--out", default="_book", help="the folder to write the book into")
+    p.set_defaults(run=book)
     return parser
 
 
