@@ -14,7 +14,7 @@ from .message import FederatedSetup
 
 
 def demo(args: argparse.Namespace) -> None:
-    """One client, one private sentence, one FedSGD step with LoRA: print what the server receives."""
+    """One client, one private sentence, one FedSGD step with LoRA: what the server receives and rebuilds."""
     FederatedSetup(args.model, args.rank)  # model name, and rank against its hidden size
     models.check_available(args.model)
     sentences = data.course_sentences()
@@ -22,9 +22,12 @@ def demo(args: argparse.Namespace) -> None:
         raise ValueError(f"--index {args.index} is out of range: choose 0 to {len(sentences) - 1}.")
     config.setup(args.seed)
     example = sentences[args.index]
+    rounds = experiments.DEFAULT_ROUNDS
     print(f"A client fine-tunes {args.model} with LoRA (rank {args.rank} on query and value) on one private")
-    print(f"sentence and sends its gradient to the server (FedSGD, first round, seed {args.seed}).\n")
-    shared = capture_update([example.text], [example.label], args.model, rank=args.rank, seed=args.seed)
+    print(f"sentence and sends its gradient to the server (FedSGD, seed {args.seed}). The global adapter has")
+    print(f"already trained {rounds} steps on other clients' sentences, so B ≠ 0.\n")
+    shared = capture_update([example.text], [example.label], args.model, rank=args.rank, rounds=rounds,
+                            seed=args.seed)
     rows = gradients.describe_update(shared.update)
     width = max(len(gradients.short_name(r.name)) for r in rows)
     print("What crosses the wire:")
@@ -34,14 +37,20 @@ def demo(args: argparse.Namespace) -> None:
     sent = sum(r.numel for r in rows)
     print(f"  {'total':<{width}}  {sent:,} numbers, {gradients.update_bytes(shared.update):,} bytes "
           f"= {100 * sent / total_model:.2f}% of the model's {total_model:,} parameters\n")
-    zero_a = all(float(t.abs().max()) == 0.0 for n, t in shared.update.items() if "lora_A" in n)
     label = infer_labels(shared.update)[0]
     print(f"private sentence : {example.text!r}")
     print(f"true label       : {data.LABELS[example.label]}")
     print(f"server reads     : label {data.LABELS[label]} from the sign of the head-bias gradient "
           f"({'right' if label == example.label else 'wrong'})")
-    print(f"every dL/dA zero : {zero_a} (B = 0 in the first round, so dL/dA = (alpha/r)·Bᵀ·G = 0)")
-    print("\nLater chapters rebuild the words themselves: open the course with `jupyter lab notebooks/`.")
+    row = experiments.attack_update(shared, [example.text], "lora-best")[0]
+    print(f"server rebuilds  : {row['reconstruction']!r}")
+    print(f"token accuracy   : {row['token_accuracy']:.1%} (ROUGE-1 {row['rouge1']:.1%}), attack lora-best told "
+          f"the length, {row['seconds']:.1f} s")
+    first = capture_update([example.text], [example.label], args.model, rank=args.rank, rounds=0, seed=args.seed)
+    zero_a = all(float(t.abs().max()) == 0.0 for n, t in first.update.items() if "lora_A" in n)
+    print(f"round 0 caveat   : in the first round B = 0, so every dL/dA = (alpha/r)·Bᵀ·G is zero ({zero_a} here) "
+          "and the span attack has nothing to read; lora-best falls back to DLG (try `lora-leak attack --rounds 0`).")
+    print("\nThe course explains each step: open it with `jupyter lab notebooks/`.")
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -179,6 +188,33 @@ def student(args: argparse.Namespace) -> int:
     return 0
 
 
+def colab_cells(args: argparse.Namespace) -> int:
+    """Write every Colab badge and install cell from pyproject's URL, or with ``--check`` list those that differ."""
+    from . import colab
+
+    if args.check:
+        problems = colab.check()
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{len(problems)} Colab badges or install cells disagree with pyproject.toml: run `lora-leak colab`.")
+            return 1
+        print(f"every Colab badge and install cell opens {colab.repository()}.")
+        return 0
+    changed = colab.write()
+    names = ", ".join(str(p.relative_to(colab.ROOT)) for p in changed)
+    print(f"rewrote {len(changed)} files from {colab.repository()}" + (f": {names}" if changed else ""))
+    return 0
+
+
+def book(args: argparse.Namespace) -> None:
+    """Run the chosen notebooks in quick mode and write the course book (pages, course map, glossary)."""
+    from . import book as course_book
+
+    pages = course_book.build(args.notebooks, args.out)
+    print(f"wrote {len(pages)} pages to {args.out}: open {Path(args.out) / 'index.html'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lora-leak`` command line: one sub-command per job."""
     parser = argparse.ArgumentParser(prog="lora-leak", description="Private-data leakage from LoRA gradients.")
@@ -220,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--target", default=None, help="where student copies go (default: SOURCE/student)")
     p.set_defaults(run=student)
+    p = commands.add_parser("colab", help="write every Colab badge and install cell from pyproject's Repository URL")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a badge or install cell differs")
+    p.set_defaults(run=colab_cells)
+    p = commands.add_parser("book", help="run notebooks (quick mode) into an HTML book with a course map and glossary")
+    p.add_argument("--notebooks", default=None, help="comma-separated numbers, e.g. 00,01 (default: all)")
+    p.add_argument("--out", default="_book", help="the folder to write the book into")
+    p.set_defaults(run=book)
     return parser
 
 

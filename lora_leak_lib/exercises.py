@@ -469,8 +469,12 @@ def strip_solutions(source: str) -> str:
 
 
 def student_version(notebook: "nbformat.NotebookNode") -> "nbformat.NotebookNode":
-    """A copy of a solution notebook with every solution block replaced and all outputs cleared."""
+    """A copy of a solution notebook with every solution block replaced, all outputs cleared and its Colab
+    badge opening the copy."""
+    from . import colab  # the front end that owns the badges
+
     student = copy.deepcopy(notebook)
+    colab.student_badge(student)  # a student copy's badge opens the student copy
     for cell in student.cells:
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)

@@ -1,4 +1,4 @@
-"""The ``lora-leak demo`` command: readable output, exit status 0, and one-line errors with status 2."""
+"""The ``lora-leak`` command: the demo shows the leak, and every foreseeable error is one line with status 2."""
 import pytest
 
 from lora_leak_lib import cli, data
@@ -9,7 +9,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_demo_runs_and_prints_what_crosses_the_wire(capsys):
+def test_demo_prints_the_wire_and_the_sentence_the_server_rebuilds(capsys):
     assert cli.main(["demo"]) == 0
     out, err = capsys.readouterr()
     example = data.course_sentences()[6]
@@ -19,14 +19,19 @@ def test_demo_runs_and_prints_what_crosses_the_wire(capsys):
     assert example.text in out
     assert f"true label       : {data.LABELS[example.label]}" in out
     assert "(right)" in out  # batch-1 label inference is exact
-    assert "every dL/dA zero : True" in out
+    assert f"server rebuilds  : {example.text!r}" in out  # the attack rebuilds the private sentence exactly
+    assert "token accuracy   : 100.0%" in out
+    assert "round 0 caveat" in out and "is zero (True here)" in out and "falls back to DLG" in out
+    assert out.index("What crosses the wire") < out.index("private sentence") < out.index("server rebuilds")
     assert err == ""
 
 
 def test_demo_takes_another_sentence_and_rank(capsys):
-    assert cli.main(["demo", "--index", "1", "--rank", "2"]) == 0
+    assert cli.main(["demo", "--index", "1", "--rank", "16"]) == 0
     out = capsys.readouterr().out
-    assert data.course_sentences()[1].text in out and "[2, 128]" in out
+    text = data.course_sentences()[1].text
+    assert f"private sentence : {text!r}" in out and "[16, 128]" in out
+    assert f"server rebuilds  : {text!r}" in out
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -1,0 +1,239 @@
+"""The course book: run the chosen notebooks in quick mode and write a static HTML site of them, a course map
+and a glossary (plain ``nbconvert`` pages: no site generator to install, works offline)."""
+from __future__ import annotations
+
+import html
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_ROW = re.compile(r"^\| \[`((\d\d)_\w+)`\]\(notebooks/\1\.ipynb\) (.+?) \| (.+?) \| (.+?) \|", re.M)
+"""A row of the README's notebook table: name, number, title, what you learn, quick-mode time."""
+
+PREREQUISITES = {
+    "00": (), "01": ("00",), "02": ("00", "01"), "03": ("00",), "04": ("03",), "05": ("01", "02", "04"),
+    "06": ("05",), "07": ("05",), "08": ("02", "05"),
+}
+"""The notebooks each one builds on (besides Python, PyTorch and a first course in linear algebra)."""
+
+GLOSSARY = (  # (term, definition, the notebook that teaches it)
+    ("Federated learning", "Clients train a shared model on data that stays on their devices and send only "
+     "updates to a server, which aggregates them into the next global model.", "00"),
+    ("Honest-but-curious server", "The course's threat model: the server follows the protocol (it aggregates "
+     "and trains correctly) but studies every message it receives to learn the clients' data.", "00"),
+    ("Update", "What one client sends in one round: a gradient (FedSGD) or a weight change (FedAvg), here only "
+     "the LoRA adapters and the classifier head.", "00"),
+    ("LoRA", "Low-rank adaptation: a frozen weight W is fine-tuned as W' = W + (alpha/r)·B·A, training only the "
+     "thin matrices A (r × d_in) and B (d_out × r).", "01"),
+    ("Rank r", "The inner size of LoRA's factors A and B; it bounds the rank of every LoRA gradient by r.", "01"),
+    ("alpha", "LoRA's scale: the adapter's product B·A is multiplied by alpha/r.", "01"),
+    ("Round 0", "The first federated round: B = 0, so every dL/dA = (alpha/r)·Bᵀ·G is zero and only dL/dB and "
+     "the head carry the input.", "01"),
+    ("FedSGD", "Federated SGD: each client sends the gradient of one batch; the server averages the gradients "
+     "and takes one step.", "02"),
+    ("FedAvg", "Federated averaging: each client trains several local steps and sends its weight change; the "
+     "server averages the changes, weighted by the clients' numbers of examples.", "02"),
+    ("FedAdam", "FedAvg whose server applies the averaged change through an Adam optimiser instead of adding it.",
+     "02"),
+    ("Gradient inversion", "Rebuilding a client's private input from the gradient or update it sent.", "03"),
+    ("DLG", "Deep leakage from gradients (Zhu et al., 2019): optimise a dummy input and label until their "
+     "gradient matches the one the client sent.", "03"),
+    ("iDLG", "Improved DLG: the label of a batch of one is read directly from the sign of the head's bias "
+     "gradient.", "03"),
+    ("WordPiece", "BERT's tokenizer: it splits text into word pieces from a fixed vocabulary (##ing, ##s); the "
+     "attacks rebuild these pieces, then join them into words.", "04"),
+    ("Token accuracy", "The share of positions where the rebuilt token equals the private one, in order.", "04"),
+    ("ROUGE", "Overlap scores of summarisation: ROUGE-1 counts shared words, ROUGE-2 shared word pairs, ROUGE-L "
+     "the longest common subsequence; they ignore order (ROUGE-1) or reward it (ROUGE-2, ROUGE-L).", "04"),
+    ("Span", "The space spanned by the rows of a first-layer dL/dA: it holds the layer's inputs, so a token whose "
+     "embedding lies in it was in the sentence.", "05"),
+    ("Span attack", "Test every vocabulary token's first-layer input against the span of dL/dA and keep those "
+     "that lie in it: exact tokens, no optimisation.", "05"),
+    ("Certificate", "A residual below float32 rounding: the rebuilt sentence's inputs lie in the observed span, so "
+     "the attack knows it is right without seeing the answer.", "05"),
+    ("lora-best", "The course's strongest attack on a LoRA update: the span attack (then layers 0 and 1) when "
+     "B ≠ 0, DLG on dL/dB and the head at round 0.", "05"),
+    ("DP-SGD", "Differentially private SGD: clip each example's gradient to norm C and add Gaussian noise of "
+     "standard deviation σ·C before the update leaves the client.", "06"),
+    ("ε and δ", "The privacy budget of differential privacy: with probability at least 1 − δ, no single example "
+     "changes the odds of any outcome by more than a factor e^ε. Smaller is more private.", "06"),
+    ("RDP", "Rényi differential privacy: the accountant that adds up the privacy loss of many noisy steps and "
+     "converts it to (ε, δ).", "06"),
+    ("Clipping", "Scaling an update down to a maximum norm; alone it bounds influence but hides nothing.", "06"),
+    ("Top-k sparsification", "Sending only the k largest entries of an update.", "06"),
+    ("Quantisation", "Sending each number of an update with fewer bits.", "06"),
+    ("Secure aggregation", "A protocol (such as SecAgg+) in which the server learns only the sum of the clients' "
+     "updates, not any single one.", "06"),
+    ("Privacy-utility trade-off", "What a defence costs: the attack's score against the model's accuracy after "
+     "training with it.", "06"),
+    ("Flower", "An open federated-learning framework: ClientApp, ServerApp and strategies, simulated on Ray or "
+     "deployed.", "08"),
+)
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One notebook of the course as the book lists it."""
+
+    number: str
+    name: str
+    title: str
+    teaches: str  # Markdown, from the README
+    time: str  # quick mode, 2-core CPU, from the README
+    prerequisites: tuple[str, ...]
+
+    @property
+    def page(self) -> str:
+        return f"{self.name}.html"
+
+
+def chapters(readme: Path = ROOT / "README.md") -> list[Chapter]:
+    """The course's notebooks in order, with what each teaches and its time, read from the README's table."""
+    rows = NOTEBOOK_ROW.findall(readme.read_text(encoding="utf-8"))
+    if not rows:
+        raise ValueError(f"no notebook table in {readme}: the book reads each notebook's row from it.")
+    return [Chapter(number, name, title.strip(), teaches.strip(), time.strip(), PREREQUISITES.get(number, ()))
+            for name, number, title, teaches, time in rows]
+
+
+def select(numbers: str | Sequence[str] | None, course: Sequence[Chapter]) -> list[Chapter]:
+    """The chapters named by ``"00,01"`` (or a list of numbers; ``None``: all), in course order."""
+    by_number = {c.number: c for c in course}
+    if numbers is None:
+        return list(course)
+    wanted = [n.strip() for n in (numbers.split(",") if isinstance(numbers, str) else numbers) if n.strip()]
+    if not wanted:
+        raise ValueError(f"no notebook chosen: give numbers such as 00,01 (the course has {', '.join(by_number)}).")
+    for n in wanted:
+        if not n.isdigit() or f"{int(n):02d}" not in by_number:
+            raise ValueError(f"no notebook {n!r} in the course: choose from {', '.join(by_number)}.")
+    return [c for c in course if c.number in {f"{int(n):02d}" for n in wanted}]
+
+
+def check_out(out: Path) -> Path:
+    """``out`` as a folder one can write to (made if missing), or one clear error."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the book.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write the book to {out} ({error.strerror or error}): choose a folder you can "
+                         "write to with --out.") from error
+    return out
+
+
+def execute(path: Path) -> "nbformat.NotebookNode":
+    """The notebook at ``path`` run top to bottom in quick mode in its own folder, outputs kept."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute(env={**os.environ, "LORA_LEAK_MODE": "quick"})
+    except CellExecutionError as error:
+        reason = (str(error.evalue).splitlines() or [""])[0]
+        raise ValueError(f"{path.name} failed ({error.ename}: {reason}): run it in Jupyter to see where.") from error
+    return notebook
+
+
+def _inline(markdown: str) -> str:
+    """HTML of the README's cell text: escaped, with `code` spans kept."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(markdown, quote=False))
+
+
+def _link(chapter: Chapter, built: set[str]) -> str:
+    label = f"{chapter.number} · {html.escape(chapter.title)}"
+    return f'<a href="{chapter.page}">{label}</a>' if chapter.number in built else label
+
+
+def _nav(course: Sequence[Chapter], built: set[str]) -> str:
+    pages = " · ".join(f'<a href="{c.page}">{c.number}</a>' for c in course if c.number in built)
+    return f'<nav><a href="index.html">Course map</a> · <a href="glossary.html">Glossary</a> · {pages}</nav>'
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;vertical-align:top}}
+dt{{font-weight:bold;margin-top:.8rem}}nav{{margin-bottom:1.5rem}}</style></head>
+<body>{nav}<h1>{title}</h1>
+{body}</body></html>
+"""
+
+
+def index_page(course: Sequence[Chapter], built: set[str]) -> str:
+    """The course map: every notebook in order with what it teaches, what it builds on and its time."""
+    by_number = {c.number: c for c in course}
+    rows = "\n".join(
+        f"<tr><td>{_link(c, built)}</td><td>{_inline(c.teaches)}</td>"
+        f"<td>{', '.join(_link(by_number[p], built) for p in c.prerequisites) or 'none'}</td>"
+        f"<td>{html.escape(c.time)}</td></tr>"
+        for c in course)
+    body = ("<p>Private-data leakage from LoRA gradients in federated learning: the notebooks in order. "
+            "Times are quick mode on a 2-core CPU. Pages not built here are listed without a link "
+            "(<code>lora-leak book --notebooks NN</code> builds them).</p>\n"
+            "<table><tr><th>notebook</th><th>what you learn</th><th>prerequisites</th><th>time</th></tr>\n"
+            f"{rows}</table>\n")
+    return PAGE.format(title="lora-leak: the course map", nav=_nav(course, built), body=body)
+
+
+def glossary_page(course: Sequence[Chapter], built: set[str]) -> str:
+    """The glossary: each term, what it means, and the notebook that teaches it."""
+    by_number = {c.number: c for c in course}
+    entries = "\n".join(f"<dt id=\"{re.sub(r'[^a-z0-9]+', '-', term.lower()).strip('-')}\">{html.escape(term)}</dt>"
+                        f"<dd>{html.escape(text)} (taught in {_link(by_number[where], built)})</dd>"
+                        for term, text, where in sorted(GLOSSARY, key=lambda g: g[0].lower()))
+    return PAGE.format(title="lora-leak: glossary", nav=_nav(course, built), body=f"<dl>\n{entries}\n</dl>\n")
+
+
+def chapter_page(notebook: "nbformat.NotebookNode", chapter: Chapter, course: Sequence[Chapter],
+                 built: set[str]) -> str:
+    """One executed notebook as HTML (figures embedded as PNG data), under a header that links the book."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    by_number = {c.number: c for c in course}
+    needs = ", ".join(f"[{p} · {by_number[p].title}]({by_number[p].page})" if p in built else f"{p} · "
+                      f"{by_number[p].title}" for p in chapter.prerequisites) or "none"
+    pages = " · ".join(f"[{c.number}]({c.page})" for c in course if c.number in built)
+    header = nbformat.v4.new_markdown_cell(f"[Course map](index.html) · [Glossary](glossary.html) · {pages}\n\n"
+                                           f"Prerequisites: {needs}. Time (quick mode, 2-core CPU): {chapter.time}.")
+    notebook.cells.insert(0, header)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    return body
+
+
+def build(numbers: str | Sequence[str] | None = None, out: Path | str = "_book",
+          notebooks: Path = ROOT / "notebooks", readme: Path = ROOT / "README.md") -> list[Path]:
+    """Run the chosen notebooks (quick mode) and write the book into ``out``: one page each, ``index.html``
+    (the course map) and ``glossary.html``. Returns the pages written. Every input is checked first."""
+    if importlib.util.find_spec("nbclient") is None or importlib.util.find_spec("nbconvert") is None:
+        raise ValueError('the book needs nbconvert and nbclient: pip install -e ".[book]".')
+    course = chapters(readme)
+    chosen = select(numbers, course)
+    missing = [c.name for c in chosen if not (notebooks / f"{c.name}.ipynb").is_file()]
+    if missing:
+        raise ValueError(f"no notebook {missing[0]}.ipynb in {notebooks}: build from a clone of the course.")
+    out = check_out(Path(out))
+    built = {c.number for c in chosen}
+    pages = []
+    for chapter in tqdm(chosen, desc="running notebooks", unit="notebook"):
+        page = out / chapter.page
+        page.write_text(chapter_page(execute(notebooks / f"{chapter.name}.ipynb"), chapter, course, built),
+                        encoding="utf-8")
+        pages.append(page)
+    for name, text in (("index.html", index_page(course, built)), ("glossary.html", glossary_page(course, built))):
+        (out / name).write_text(text, encoding="utf-8")
+        pages.append(out / name)
+    return pages
