@@ -15,7 +15,7 @@ from .message import FederatedSetup
 
 def demo(args: argparse.Namespace) -> None:
     """One client, one private sentence, one FedSGD step with LoRA: what the server receives and rebuilds."""
-    FederatedSetup(args.model, args.rank)  # model name, and rank against its hidden size
+    setup = FederatedSetup(args.model, args.rank)  # model name, and rank against its hidden size
     models.check_available(args.model)
     sentences = data.course_sentences()
     if not 0 <= args.index < len(sentences):
@@ -23,7 +23,7 @@ def demo(args: argparse.Namespace) -> None:
     config.setup(args.seed)
     example = sentences[args.index]
     rounds = experiments.DEFAULT_ROUNDS
-    print(f"A client fine-tunes {args.model} with LoRA (rank {args.rank} on query and value) on one private")
+    print(f"A client fine-tunes {args.model} with LoRA (rank {args.rank} on {' and '.join(setup.targets)}) on one private")
     print(f"sentence and sends its gradient to the server (FedSGD, seed {args.seed}). The global adapter has")
     print(f"already trained {rounds} steps on other clients' sentences, so B ≠ 0.\n")
     shared = capture_update([example.text], [example.label], args.model, rank=args.rank, rounds=rounds,
@@ -37,11 +37,12 @@ def demo(args: argparse.Namespace) -> None:
     sent = sum(r.numel for r in rows)
     print(f"  {'total':<{width}}  {sent:,} numbers, {gradients.update_bytes(shared.update):,} bytes "
           f"= {100 * sent / total_model:.2f}% of the model's {total_model:,} parameters\n")
-    label = infer_labels(shared.update)[0]
     print(f"private sentence : {example.text!r}")
-    print(f"true label       : {data.LABELS[example.label]}")
-    print(f"server reads     : label {data.LABELS[label]} from the sign of the head-bias gradient "
-          f"({'right' if label == example.label else 'wrong'})")
+    if models.family(args.model).head is not None:  # a decoder's client has no label to read
+        label = infer_labels(shared.update)[0]
+        print(f"true label       : {data.LABELS[example.label]}")
+        print(f"server reads     : label {data.LABELS[label]} from the sign of the head-bias gradient "
+              f"({'right' if label == example.label else 'wrong'})")
     row = experiments.attack_update(shared, [example.text], "lora-best")[0]
     print(f"server rebuilds  : {row['reconstruction']!r}")
     print(f"token accuracy   : {row['token_accuracy']:.1%} (ROUGE-1 {row['rouge1']:.1%}), attack lora-best told "

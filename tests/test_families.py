@@ -169,3 +169,11 @@ def test_no_module_outside_the_registry_names_a_bert_path():
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if bert_paths.search(line) and "``" not in line]
     assert not offenders, offenders
+
+
+def test_the_demo_shows_a_decoder_client_leaking_its_text(capsys):
+    assert cli.main(["demo", "--model", "tiny-gpt2"]) == 0
+    out = capsys.readouterr().out
+    assert "on c_attn" in out and "true label" not in out  # a decoder's client has no label
+    sentence = ll.data.course_sentences()[6].text
+    assert f"server rebuilds  : {sentence!r}" in out
