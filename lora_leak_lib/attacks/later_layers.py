@@ -217,6 +217,8 @@ class LaterLayers:
                     callback: Callback | None = None) -> Reconstruction:
         progress = Progress(callback)
         result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts))
+        if knowledge.sentences(shared) != 1 and self.rounds > 0:
+            return self._thread(shared, knowledge, result, progress)
         if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.rounds == 0:
             result.loss_history, result.snapshots = progress.loss_history, progress.snapshots
             result.attack = self.name
@@ -232,3 +234,18 @@ class LaterLayers:
         return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=result.labels,
                               attack=self.name, seconds=result.seconds + time.perf_counter() - start,
                               loss=residual, loss_history=progress.loss_history, snapshots=progress.snapshots)
+
+    def _thread(self, shared: SharedUpdate, knowledge: Knowledge, result: Reconstruction,
+                progress: Progress) -> Reconstruction:
+        """A batch: thread the first layer's tokens into sentences by layer 1 (``threading.thread_batch``)."""
+        from .threading import thread_batch
+
+        start = time.perf_counter()
+        tokenizer = models.load_tokenizer(shared.setup.model_name)
+        sentences, residual = thread_batch(shared, knowledge, result.token_ids, tokenizer.cls_token_id,
+                                           tokenizer.sep_token_id)
+        texts = [tokenizer.decode(s) for s in sentences]
+        progress.step(result.loss if residual != residual else residual, texts)
+        return Reconstruction(token_ids=sentences, texts=texts, labels=result.labels, attack=self.name,
+                              seconds=result.seconds + time.perf_counter() - start, loss=progress.loss_history[-1],
+                              loss_history=progress.loss_history, snapshots=progress.snapshots)
