@@ -1,7 +1,7 @@
 """Past the stacked rank: a server that watches one client over R rounds, or chooses the adapter it sends (issue 16).
 
 Run from the repository root: ``python benchmarks/multi_round.py --groups fedsgd [--data ../shared/data/rt-polarity]``.
-Groups: ``fedsgd`` (the same batch R times, FedSGD gradients), ``fedavg`` (FedAvg deltas of E local steps),
+Groups: ``fedsgd`` (the same batch R times, FedSGD gradients), ``length`` (16 and 32 tokens, for the cost plot), ``fedavg`` (FedAvg deltas of E local steps),
 ``resampled`` (a batch drawn afresh each round from a larger local set), ``round0`` (honest vs malicious server at
 round 0), ``cost`` (the cost plot from every row written so far). Prints one row per setting, merges the rows into
 ``benchmarks/results/multi_round.json`` (a row of the same setting is replaced) and writes the cost plot
@@ -47,6 +47,8 @@ def rows_of(group: str, observed: list[int]) -> list[Row]:
            for r in observed]
     if group == "fedsgd":
         return sgd
+    if group == "length":
+        return [Row("length", "minilm", n, 1, Watch(observed_rounds=r)) for n in (16, 32) for r in observed if r <= 2]
     if group == "fedavg":
         return [Row("fedavg", "minilm", n, b, Watch(observed_rounds=r, protocol="fedavg", local_steps=4,
                                                      optimizer=opt, lr=lr))
@@ -93,28 +95,28 @@ def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dl
 
 
 def cost_plot(rows: list[dict], out: Path) -> None:
-    """Seconds per message of the span test and of the search, against the inputs it must explain (FedSGD rows)."""
+    """Seconds per message of the span test alone and of everything else (search), against the inputs the
+    span must explain (one sentence of 16, 32, 64 tokens; batches of 4 and 8 sentences of 16), one line per R."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, name, pick in ((axes[0], "one sentence, 64 tokens", lambda r: r["batch"] == 1 and r["tokens"] == 64),
-                           (axes[1], "batches of 16-token sentences", lambda r: r["batch"] > 1)):
-        chosen = sorted((r for r in rows if r["group"] == "fedsgd" and pick(r) and r["span_test_seconds"]),
-                        key=lambda r: (r["batch"], r["observed_rounds"]))
-        for batch in sorted({r["batch"] for r in chosen}):
-            part = [r for r in chosen if r["batch"] == batch]
-            x = [r["observed_rounds"] for r in part]
-            ax.plot(x, [r["span_test_seconds"] for r in part], "o--", label=f"span test, batch {batch}")
-            ax.plot(x, [max(r["attack_seconds"] - r["span_test_seconds"], 1e-3) for r in part], "s-",
-                    label=f"search, batch {batch}")
-        ax.set(xscale="log", yscale="log", xlabel="observed rounds R (stacked rows: 16 R)",
-               ylabel="seconds per message", title=name)
-        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
-        ax.legend(fontsize=8)
-    fig.suptitle("MiniLM, r = 8: the span test is cheap; search time falls once 16·R covers the inputs")
+    chosen = [r for r in rows if r["group"] in ("fedsgd", "length") and r["span_test_seconds"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, observed in enumerate(sorted({r["observed_rounds"] for r in chosen})):
+        part = sorted((r for r in chosen if r["observed_rounds"] == observed), key=lambda r: r["batch"] * r["tokens"])
+        x = [r["batch"] * (r["tokens"] + 2) for r in part]
+        colour = f"C{i}"
+        ax.plot(x, [r["span_test_seconds"] for r in part], "o--", color=colour, label=f"span test, R = {observed}")
+        ax.plot(x, [max(r["attack_seconds"] - r["span_test_seconds"], 1e-2) for r in part], "s-", color=colour,
+                label=f"search, R = {observed}")
+    ax.axvline(16, color="grey", lw=0.8)
+    ax.text(16, ax.get_ylim()[1], " 2r = 16 rows a round", va="top", fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="inputs the span must explain (sentences × (tokens + 2))",
+           ylabel="seconds per message (2-core CPU)",
+           title="MiniLM, r = 8: the span test costs ~1 s; search dominates\nuntil R rounds stack 16·R ≥ inputs")
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
@@ -122,7 +124,7 @@ def cost_plot(rows: list[dict], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
-    parser.add_argument("--groups", default="fedsgd", help="comma-separated: fedsgd, fedavg, resampled, round0, cost")
+    parser.add_argument("--groups", default="fedsgd", help="comma-separated: fedsgd, length, fedavg, resampled, round0, cost")
     parser.add_argument("--observed", default="1,2,4,8", help="R values, comma-separated")
     parser.add_argument("--count", type=int, default=8, help="sentences per row (batch rows: whole batches)")
     parser.add_argument("--long-count", type=int, default=3, help="sentences for 64-token rows with R = 1")

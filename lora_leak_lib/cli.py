@@ -96,7 +96,7 @@ def attack(args: argparse.Namespace) -> None:
             raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}{where}: shorten it.")
     for text in checked:
         row = experiments.attack_texts([text], [args.label], args.model, args.rank, args.rounds, args.attack,
-                                       args.seed, observed_rounds=args.observed_rounds)[0]
+                                       args.seed, observed_rounds=args.observed_rounds, server=args.server)[0]
         if args.json:
             print(json.dumps(row), flush=True)
         else:
@@ -105,6 +105,8 @@ def attack(args: argparse.Namespace) -> None:
             print(f"token accuracy : {row['token_accuracy']:.1%}   ROUGE-1 {row['rouge1']:.1%}   "
                   f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
             round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
+            if row["server"] == "malicious":
+                round_ += ", malicious server (crafted B)"
             print(f"attack         : {row['attack']} on {row['model']}, r={row['rank']}, {round_}, "
                   f"{row['seconds']:.1f} s\n", flush=True)
 
@@ -184,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default="lora-best", help=f"one of {', '.join(attack_names(lora_text=True))}")
     p.add_argument("--observed-rounds", type=int, default=1,
                    help="rounds in which the server watches this client send the same text (1: one message)")
+    p.add_argument("--server", default="honest", choices=experiments.multi_round.SERVERS,
+                   help="honest: the global adapter as trained; malicious: a crafted one (random B: round 0 leaks)")
     p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label")
     p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     p.add_argument("--json", action="store_true", help="print one JSON object per sentence")
