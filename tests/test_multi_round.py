@@ -91,3 +91,12 @@ def test_malicious_server_sends_and_keeps_the_crafted_adapter():
         ll.malicious.craft_adapter(sent, scale=0)
     wrong = dict(list(sent.items())[1:])
     assert "not the set-up's" in ll.malicious.check_global_adapter(wrong, setup, 0)[0]
+
+
+def test_cli_attacks_round_zero_through_a_malicious_server(capsys):
+    from lora_leak_lib import cli
+
+    assert cli.main(["attack", "--text", "my pin is four four two", "--rounds", "0", "--server", "malicious",
+                     "--attack", "span", "--rank", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "reconstruction : my pin is four four two" in out and "malicious server" in out
