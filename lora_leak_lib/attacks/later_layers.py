@@ -217,7 +217,7 @@ class LaterLayers:
                     callback: Callback | None = None) -> Reconstruction:
         progress = Progress(callback)
         result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts))
-        if knowledge.sentences(shared) != 1 and self.rounds > 0:
+        if knowledge.sentences(shared) != 1 and self.rounds > 0 and result.loss < CERTIFIED:  # exact tokens: order them
             return self._thread(shared, knowledge, result, progress)
         if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.rounds == 0:
             result.loss_history, result.snapshots = progress.loss_history, progress.snapshots
@@ -237,7 +237,8 @@ class LaterLayers:
 
     def _thread(self, shared: SharedUpdate, knowledge: Knowledge, result: Reconstruction,
                 progress: Progress) -> Reconstruction:
-        """A batch: thread the first layer's tokens into sentences by layer 1 (``threading.thread_batch``)."""
+        """A batch whose tokens per position the first layer certified: thread them into sentences by layer 1
+        (``threading.thread_batch``); an uncertified batch keeps the word-order prior's threading."""
         from .threading import thread_batch
 
         start = time.perf_counter()
