@@ -3,13 +3,13 @@
 Layers, bottom to top: ``config``, ``models``, ``lora``, ``gradients``, ``data`` → ``message`` (what crosses
 the wire) → ``training``, ``fl``, ``defenses``, ``attacks`` → ``experiments`` → ``cli``, ``widgets``, ``flower``.
 """
-from . import (attacks, config, data, defenses, exercises, experiments, fl, flower, gradients, lora, message, metrics,
-               models, training, widgets)
+from . import (attacks, config, data, defenses, exercises, experiments, fl, flower, gradients, lora, malicious, message,
+               metrics, models, training, widgets)
 from .attacks import Knowledge, Reconstruction, get_attack
 from .config import set_seed, setup
 from .message import FederatedSetup, SharedUpdate
 
 __version__ = "0.1.0"
 __all__ = ["FederatedSetup", "Knowledge", "Reconstruction", "SharedUpdate", "attacks", "config", "data", "defenses",
-           "exercises", "experiments", "fl", "flower", "get_attack", "gradients", "lora", "message", "metrics",
+           "exercises", "experiments", "fl", "flower", "get_attack", "gradients", "lora", "malicious", "message", "metrics",
            "models", "set_seed", "setup", "training", "widgets"]

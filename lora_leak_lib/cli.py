@@ -113,7 +113,8 @@ def attack(args: argparse.Namespace) -> None:
     for start in range(0, len(checked), args.batch):
         batch = checked[start:start + args.batch]
         for row in experiments.attack_texts(batch, [args.label] * len(batch), args.model, args.rank, args.rounds,
-                                            args.attack, args.seed, observed_rounds=args.observed_rounds):
+                                            args.attack, args.seed, observed_rounds=args.observed_rounds,
+                                            server=args.server):
             _print_row(row, args.json)
 
 
@@ -127,6 +128,8 @@ def _print_row(row: dict, as_json: bool) -> None:
     print(f"token accuracy : {row['token_accuracy']:.1%}   ROUGE-1 {row['rouge1']:.1%}   "
           f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
     round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
+    if row["server"] == "malicious":
+        round_ += ", malicious server (crafted B)"
     batch = f", batch {row['batch_size']}" if row.get("batch_size", 1) > 1 else ""
     print(f"attack         : {row['attack']} on {row['model']}, r={row['rank']}, {round_}{batch}, "
           f"{row['seconds']:.1f} s per sentence\n", flush=True)
@@ -238,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds in which the server watches this client send the same text (1: one message)")
     p.add_argument("--batch", type=int, default=1,
                    help="N consecutive lines of --file form one client's update (a batch of N sentences)")
+    p.add_argument("--server", default="honest", choices=experiments.multi_round.SERVERS,
+                   help="honest: the global adapter as trained; malicious: a crafted one (random B: round 0 leaks)")
     p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label (classifiers)")
     p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     p.add_argument("--json", action="store_true", help="print one JSON object per sentence")

@@ -18,7 +18,8 @@ from .message import PROTOCOLS, FederatedSetup, LogEntry, SharedUpdate, State, c
 
 __all__ = ["PROTOCOLS", "Client", "FederatedHistory", "FederatedSetup", "LogEntry", "Server", "SharedUpdate",
            "WireCost", "capture_full_update", "capture_update", "check_protocol", "cosine_similarity", "evaluate",
-           "flatten", "load_examples", "run_federated", "split_among_clients", "trained_adapter", "weighted_mean",
+           "flatten", "load_examples", "run_federated", "split_among_clients", "trained_adapter", "trained_adapters",
+           "weighted_mean",
            "wire_cost"]
 
 
@@ -336,26 +337,42 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str 
 
 
 _TRAINED: dict[tuple, State] = {}
-"""Global adapters trained in this process, by (set-up, steps, seed, public texts, device): a benchmark that
-captures many sentences under one set-up trains the adapter once. At most ``_TRAINED_KEPT`` are kept."""
-_TRAINED_KEPT = 8
+"""Global adapter states trained in this process, by (set-up, steps, seed, public texts, device): a benchmark
+that captures many sentences under one set-up trains the adapter once. At most ``_TRAINED_KEPT`` are kept."""
+_TRAINED_KEPT = 32
+
+
+def trained_adapters(setup: FederatedSetup, public: Sequence[data.Example], first: int, count: int = 1,
+                     seed: int = 0) -> list[State]:
+    """The global adapter after ``first``, ``first + 1``, ... ``first + count − 1`` Adam steps on ``public`` (the
+    other clients' data): the rounds a server watches, from one training run (``B ≠ 0`` after step 0).
+
+    The training draws only from its own seeded generator, so a cached state is exactly what a fresh training
+    to that step gives.
+    """
+    texts = tuple(e.text for e in public)
+    keys = [(setup, first + i, seed, texts, str(config.device())) for i in range(count)]
+    if all(key in _TRAINED for key in keys):
+        return [_TRAINED[key] for key in keys]
+    model, states = setup.build_model(), {}
+
+    def keep(step: int) -> None:
+        if step >= first:
+            states[step] = gradients.trainable_state(model)
+
+    training.train_adapter(model, setup.model_name, public, first + count - 1, seed=seed, on_step=keep)
+    states[first + count - 1] = gradients.trainable_state(model)
+    for key in keys:
+        if len(_TRAINED) >= _TRAINED_KEPT:
+            _TRAINED.pop(next(iter(_TRAINED)))
+        _TRAINED[key] = states[key[1]]
+    return [states[key[1]] for key in keys]
 
 
 def trained_adapter(setup: FederatedSetup, public: Sequence[data.Example], rounds: int, seed: int) -> nn.Module:
-    """The public model with its global adapter trained ``rounds`` Adam steps on ``public`` (``B ≠ 0``).
-
-    The training draws only from its own seeded generator, so a cached state gives exactly the model a fresh
-    training would.
-    """
+    """The public model with its global adapter trained ``rounds`` Adam steps on ``public`` (``trained_adapters``)."""
     model = setup.build_model()
-    key = (setup, rounds, seed, tuple(e.text for e in public), str(config.device()))
-    if key in _TRAINED:
-        gradients.load_trainable_state(model, _TRAINED[key])
-        return model.eval()
-    training.train_adapter(model, setup.model_name, public, rounds, seed=seed)
-    if len(_TRAINED) >= _TRAINED_KEPT:
-        _TRAINED.pop(next(iter(_TRAINED)))
-    _TRAINED[key] = gradients.trainable_state(model)
+    gradients.load_trainable_state(model, trained_adapters(setup, public, rounds, 1, seed)[0])
     return model.eval()
 
 

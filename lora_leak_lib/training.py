@@ -52,10 +52,12 @@ def local_training(model: nn.Module, steps: int, gradient_fn: GradientFn, optimi
 
 
 def train_adapter(model: nn.Module, model_name: str, examples: Sequence[data.Example], steps: int,
-                  lr: float = 1e-3, batch_size: int = 8, seed: int = 0) -> list[float]:
+                  lr: float = 1e-3, batch_size: int = 8, seed: int = 0,
+                  on_step: Callable[[int], None] | None = None) -> list[float]:
     """Adam on the trainable parameters for ``steps`` batches drawn from ``examples``; returns the losses.
 
-    The stand-in for "some federated rounds have passed": after it the adapter's ``B ≠ 0``.
+    The stand-in for "some federated rounds have passed": after it the adapter's ``B ≠ 0``. ``on_step(k)`` is
+    called when the model has taken ``k`` steps, before step ``k + 1`` (to keep the states in between).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps must be a whole number ≥ 0, got {steps!r}.")
@@ -66,6 +68,8 @@ def train_adapter(model: nn.Module, model_name: str, examples: Sequence[data.Exa
     generator, tokenizer = torch.Generator().manual_seed(seed), models.load_tokenizer(model_name)
 
     def gradient_fn(step: int) -> tuple[Gradient, float]:
+        if on_step is not None:
+            on_step(step)
         index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator, device="cpu")
         return batch_gradient(model, tokenizer, [examples[i] for i in index.tolist()])
 

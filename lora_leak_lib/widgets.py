@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 from . import config, fl, metrics, models
 from .attacks import ATTACKS, Attack, Knowledge, Reconstruction, SharedUpdate, attack_names, get_attack, lora_a_is_zero
 from .defenses import DEFENCES, defend_message, lab_defences
+from .experiments.multi_round import SERVERS, Watch, watched_messages
 
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TEXT = "my new pin is 4921 and the card works perfectly now"
@@ -112,22 +113,28 @@ class LabResult:
 
 def run_lab(text: str, model_name: str = "tiny-bert", rank: int = 8, attack: str = "lora-best",
             defence: str = "none", rounds: int = 20, seed: int = 0, *, strength: float | None = None,
-            label: int = 0, known_length: bool = True, on_step: StepCallback | None = None) -> LabResult:
+            label: int = 0, known_length: bool = True, on_step: StepCallback | None = None,
+            server: str = "honest") -> LabResult:
     """Simulate one client's LoRA gradient on ``text`` after ``rounds`` federated rounds, defend it, attack it.
 
     ``on_step(step, loss, texts)`` sees the attack's progress (the live view uses it). ``known_length``
     tells the attacker the number of word pieces (the strong-attacker assumption of LAMP and DAGER).
+    ``server="malicious"`` sends the client a crafted adapter (a random ``B``: even round 0 leaks).
     """
     models.check_available(model_name)
     check_choice(rank, RANKS, "rank")
     check_choice(attack, lab_attacks(), "attack")
     check_choice(defence, lab_defences(), "defence")
     check_choice(label, (0, 1), "label")
+    check_choice(server, SERVERS, "server")
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
         raise ValueError(f"rounds must be a whole number ≥ 0, got {rounds!r}.")
     reference = check_lab_text(text, model_name)
     start = time.perf_counter()
-    shared = fl.capture_update([text.strip()], [label], model_name, rank=rank, rounds=rounds, seed=seed)
+    if server == "honest":
+        shared = fl.capture_update([text.strip()], [label], model_name, rank=rank, rounds=rounds, seed=seed)
+    else:
+        shared = watched_messages([text.strip()], [label], model_name, rank, rounds, Watch(server=server), seed)[0][0]
     shared = defend(shared, defence, strength, seed)
     knowledge = Knowledge(length=len(reference)) if known_length else Knowledge()  # word pieces, no [CLS]/[SEP]
     if not known_length and _needs_length(attack, shared):
@@ -245,6 +252,7 @@ class Lab:
         self.rounds = w.IntSlider(value=rounds, min=0, max=100, description="rounds before", style=wide)
         self.label = w.Dropdown(options=[("negative", 0), ("positive", 1)], value=0, description="label",
                                 style=wide)
+        self.server = w.Dropdown(options=list(SERVERS), value="honest", description="server", style=wide)
         self.known_length = w.Checkbox(value=True, description="attacker knows the length", indent=False)
         self.button = w.Button(description="Run attack", button_style="danger", icon="play")
         self.button.add_class("lora-leak-run")
@@ -266,7 +274,7 @@ class Lab:
             self.text,
             w.HBox([self.model, self.rank, self.label]),
             w.HBox([self.attack, self.defence, self.strength]),
-            w.HBox([self.rounds, self.known_length]),
+            w.HBox([self.rounds, self.server, self.known_length]),
             w.HBox([self.button, self.status]),
             self.help, self.view, self.curve, self.metrics,
         ])
@@ -305,7 +313,8 @@ class Lab:
             result = run_lab(self.text.value, self.model.value, self.rank.value, self.attack.value,
                              self.defence.value, self.rounds.value, self.seed,
                              strength=None if self.strength.disabled else self.strength.value,
-                             label=self.label.value, known_length=self.known_length.value, on_step=self.on_step)
+                             label=self.label.value, known_length=self.known_length.value, on_step=self.on_step,
+                             server=self.server.value)
         except ValueError as error:
             self.status.value = render_error(str(error))
             return None

@@ -64,29 +64,37 @@ class LayerResidual:
         device = next(iter(self.bases.values())).device
         ids = torch.as_tensor(candidates, device=device)
         bases = {l: b for l, b in self.bases.items() if layers is None or l in layers}
-        last = max(bases)
         values = []
         for part in ids.split(chunk):
             total = torch.zeros(len(part), dtype=torch.float64, device=device)
-
-            def read(layer: int):
-                def hook(_module, args):
-                    u, _ = torch.linalg.qr(args[0].double().transpose(1, 2))   # (N, d, n): each candidate's span
-                    total.add_(bases[layer].pow(2).sum() - (bases[layer] @ u).pow(2).sum((1, 2)))
-                    if layer == last:
-                        raise _Enough
-                return hook
-
-            hooks = [self.readers[l].register_forward_pre_hook(read(l)) for l in bases]
-            try:
-                self.model(input_ids=part)
-            except _Enough:
-                pass
-            finally:
-                for hook in hooks:
-                    hook.remove()
+            for layer, hidden in self.layer_inputs(part, tuple(bases)).items():
+                u, _ = torch.linalg.qr(hidden.double().transpose(1, 2))   # (N, d, n): each candidate's span
+                total += bases[layer].pow(2).sum() - (bases[layer] @ u).pow(2).sum((1, 2))
             values.append(total.clamp(min=0.0))
         return torch.cat(values)
+
+    @torch.no_grad()
+    def layer_inputs(self, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """What the attention projections of each of ``layers`` read for a batch of token ids (``N × n × d``),
+        from one forward pass of the public model that stops after the deepest of them."""
+        seen, last = {}, max(layers)
+
+        def read(layer: int):
+            def hook(_module, args):
+                seen[layer] = args[0]
+                if layer == last:
+                    raise _Enough
+            return hook
+
+        hooks = [self.readers[layer].register_forward_pre_hook(read(layer)) for layer in layers]
+        try:
+            self.model(input_ids=torch.as_tensor(ids, device=next(iter(self.bases.values())).device))
+        except _Enough:
+            pass
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return seen
 
 
 def _reader(model: torch.nn.Module, layer: int) -> torch.nn.Module:
@@ -245,6 +253,8 @@ class LaterLayers:
                     callback: Callback | None = None) -> Reconstruction:
         progress = Progress(callback)
         result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts))
+        if knowledge.sentences(shared) != 1 and self.rounds > 0 and result.loss < CERTIFIED:  # exact tokens: order them
+            return self._thread(shared, knowledge, result, progress)
         if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.rounds == 0:
             result.loss_history, result.snapshots = progress.loss_history, progress.snapshots
             result.attack = self.name
@@ -260,3 +270,19 @@ class LaterLayers:
         return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=result.labels,
                               attack=self.name, seconds=result.seconds + time.perf_counter() - start,
                               loss=residual, loss_history=progress.loss_history, snapshots=progress.snapshots)
+
+    def _thread(self, shared: SharedUpdate, knowledge: Knowledge, result: Reconstruction,
+                progress: Progress) -> Reconstruction:
+        """A batch whose tokens per position the first layer certified: thread them into sentences by layer 1
+        (``threading.thread_batch``); an uncertified batch keeps the word-order prior's threading."""
+        from .threading import thread_batch
+
+        start = time.perf_counter()
+        tokenizer = models.load_tokenizer(shared.setup.model_name)
+        sentences, residual = thread_batch(shared, knowledge, result.token_ids, tokenizer.cls_token_id,
+                                           tokenizer.sep_token_id)
+        texts = [tokenizer.decode(s) for s in sentences]
+        progress.step(result.loss if residual != residual else residual, texts)
+        return Reconstruction(token_ids=sentences, texts=texts, labels=result.labels, attack=self.name,
+                              seconds=result.seconds + time.perf_counter() - start, loss=progress.loss_history[-1],
+                              loss_history=progress.loss_history, snapshots=progress.snapshots)

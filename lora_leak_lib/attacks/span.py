@@ -28,6 +28,11 @@ from .search import rearrangements_at
 CERTIFIED = 1e-4
 """A residual this small (sum of squares over an orthonormal basis) means the inputs explain the whole span."""
 
+SPANNED = 1e-9
+"""A candidate whose squared norm outside the chosen inputs' span is below this share of its own is already in
+it (the same input listed twice in the candidate table): matching pursuit never picks it, whatever its 0/0 score."""
+
+
 def length_candidates(sep_distances: torch.Tensor, count: int = 3) -> list[int]:
     """Likely sentence lengths (with [CLS] and [SEP]): where [SEP] lies closest to the span, best first."""
     order = torch.argsort(sep_distances[2:]) + 3
@@ -108,7 +113,8 @@ def greedy_atoms(basis: torch.Tensor, inputs: EmbeddingInputs, table: torch.Tens
         count[p] = capacity
     free = [p for p in range(table.shape[0]) if count[p] < capacity]
     cand = inputs.vectors(table[free].reshape(-1), [p for p in free for _ in range(k)])  # (F·K, d)
-    outside = cand.pow(2).sum(1)                  # squared norm of each candidate outside the chosen span
+    norm2 = cand.pow(2).sum(1)
+    outside = norm2.clone()                       # squared norm of each candidate outside the chosen span
     chosen, basis_u, resid = list(known), [], basis.clone()
 
     def take(vector: torch.Tensor) -> None:
@@ -132,7 +138,7 @@ def greedy_atoms(basis: torch.Tensor, inputs: EmbeddingInputs, table: torch.Tens
         directions = vh[sigma > tol * float(sigma[0])] if not explained else vh[:0]
         # resid ⟂ chosen inputs, so cand · direction equals its outside part · direction
         score = (cand @ directions.T).pow(2).sum(1) / outside.clamp(min=1e-24) if len(directions) else outside.clone()
-        score[~alive] = -1.0
+        score[~alive | (outside < SPANNED * norm2)] = -1.0  # already in the chosen span (a repeated candidate)
         j = int(torch.argmax(score))
         row = j // k
         position = free[row]
@@ -254,6 +260,13 @@ def _inputs_and_span(shared: SharedUpdate, knowledge: Knowledge,
         raise ValueError(f"the update's first-layer rows have {basis.shape[1]} columns but {shared.setup.model_name}'s "
                          f"inputs have {inputs.tokens.shape[1]}: attack it with the model the client trained.")
     return inputs, basis
+
+
+def stacked_span(shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                 tol: float = SPAN_TOL) -> tuple[EmbeddingInputs, torch.Tensor]:
+    """The public first-layer inputs and the orthonormal basis of every watched round's stacked first-layer
+    ``lora_A`` rows: what the span test scores the vocabulary against."""
+    return _inputs_and_span(shared, knowledge, tol)
 
 
 def _lengths(knowledge: Knowledge, inputs: EmbeddingInputs, basis: torch.Tensor, sep_id: int) -> list[int]:

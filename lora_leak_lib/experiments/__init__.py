@@ -2,9 +2,9 @@
 
 It sits above ``fl``, ``defenses`` and ``attacks`` and is what the CLI, the lab, Flower and the benchmarks call.
 """
-from . import leakage, sweep
+from . import leakage, multi_round, sweep
 from .core import DEFAULT_ROUNDS, MAX_ROUNDS, attack_texts, attack_update, check_rounds, longest, reference_ids, score
 from .leakage import BENCHMARK, Setting, run_setting
 
 __all__ = ["BENCHMARK", "DEFAULT_ROUNDS", "MAX_ROUNDS", "Setting", "attack_texts", "attack_update", "check_rounds",
-           "leakage", "longest", "reference_ids", "run_setting", "score", "sweep"]
+           "leakage", "longest", "multi_round", "reference_ids", "run_setting", "score", "sweep"]

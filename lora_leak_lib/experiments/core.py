@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .. import fl, metrics, models
+from .. import metrics, models
 from ..attacks import Attack, Knowledge, Reconstruction, SharedUpdate, get_attack
 
 DEFAULT_ROUNDS = 20
@@ -60,7 +60,7 @@ def attack_update(shared: SharedUpdate, references: Sequence[str], attack: str |
 def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
                  rank: int = 8, rounds: int = DEFAULT_ROUNDS, attack: str = "lora-best", seed: int = 0,
                  train_head: bool = True, know_length: bool = True, observed_rounds: int = 1,
-                 **knobs) -> list[dict]:
+                 server: str = "honest", **knobs) -> list[dict]:
     """Simulate one client's LoRA update on ``texts`` (one batch), attack it, and score every sentence.
 
     Returns one row per sentence with ``original``, ``reconstruction``, ``token_accuracy``, ``rouge1``,
@@ -68,23 +68,20 @@ def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, mode
     server is told the longest sentence's length (``Knowledge.length``), as DLG needs. With
     ``observed_rounds`` R > 1 the client sends the same batch in R consecutive rounds (the global adapter
     trained ``rounds``, ``rounds + 1``, ... steps) and the server attacks the first with the others known
-    (``Knowledge.other_rounds``).
+    (``Knowledge.other_rounds``). ``server="malicious"`` sends a crafted adapter (``malicious.craft_adapter``:
+    a random ``B``, so even round 0 leaks). Other variants (FedAvg, batches drawn afresh): ``multi_round``.
     """
+    from .multi_round import Watch, attack_watched
+
     models.check_model_name(model_name)
     check_rounds(rounds)
-    check_rounds(rounds + observed_rounds - 1)
     if not isinstance(observed_rounds, int) or isinstance(observed_rounds, bool) or observed_rounds < 1:
         raise ValueError(f"observed_rounds counts the rounds the server watches this client, 1 or more, "
                          f"got {observed_rounds!r}.")
-    method = get_attack(attack, **knobs)
-    labels = list(labels) if labels is not None else [0] * len(texts)
-    shared, *others = [fl.capture_update(list(texts), labels, model_name, rank, train_head=train_head,
-                                         rounds=rounds + r, seed=seed) for r in range(observed_rounds)]
-    length = longest(texts, model_name) if know_length else None
-    rows = attack_update(shared, texts, method, Knowledge(length=length, other_rounds=tuple(others)))
-    tokenizer = models.load_tokenizer(model_name)
+    check_rounds(rounds + observed_rounds - 1)
+    watch = Watch(observed_rounds=observed_rounds, server=server)
+    rows = attack_watched(list(texts), labels, model_name, rank, rounds, watch, attack, seed, train_head,
+                          know_length, **knobs)
     for row in rows:
-        row.update(model=model_name, rank=rank, rounds=rounds, attack=attack, batch_size=len(texts),
-                   observed_rounds=observed_rounds,
-                   tokens=len(tokenizer.tokenize(row["original"])))
+        row["attack"] = attack
     return rows

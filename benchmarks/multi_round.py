@@ -1,0 +1,164 @@
+"""Past the stacked rank: a server that watches one client over R rounds, or chooses the adapter it sends (issue 16).
+
+Run from the repository root: ``python benchmarks/multi_round.py --groups fedsgd [--data ../shared/data/rt-polarity]``.
+Groups: ``fedsgd`` (the same batch R times, FedSGD gradients), ``length`` (16 and 32 tokens, for the cost plot), ``fedavg`` (FedAvg deltas of E local steps),
+``resampled`` (a batch drawn afresh each round from a larger local set), ``round0`` (honest vs malicious server at
+round 0), ``cost`` (the cost plot from every row written so far). Prints one row per setting, merges the rows into
+``benchmarks/results/multi_round.json`` (a row of the same setting is replaced) and writes the cost plot
+``benchmarks/results/multi_round_cost.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import lora_leak_lib as ll
+from lora_leak_lib.experiments.multi_round import Watch, attack_watched
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row: a model, sentences of ``tokens`` tokens, ``batch`` sentences a message (``local`` held by the
+    client when it draws a new batch each round), ``rounds`` honest training steps before, and the watch."""
+
+    group: str
+    model: str
+    tokens: int
+    batch: int
+    watch: Watch
+    rounds: int = 20
+    local: int | None = None
+
+    def key(self) -> str:
+        local = f", local set {self.local}" if self.local else ""
+        return f"{self.model}, {self.batch} x {self.tokens} tokens{local}, round {self.rounds}, {self.watch.label()}"
+
+
+def rows_of(group: str, observed: list[int]) -> list[Row]:
+    """The benchmark's rows of one group, R from ``observed`` where the group varies it."""
+    sgd = [Row("fedsgd", "minilm", n, b, Watch(observed_rounds=r)) for n, b in ((64, 1), (16, 4), (16, 8))
+           for r in observed]
+    if group == "fedsgd":
+        return sgd
+    if group == "length":
+        return [Row("length", "minilm", n, 1, Watch(observed_rounds=r)) for n in (16, 32) for r in observed if r <= 2]
+    if group == "fedavg":
+        return [Row("fedavg", "minilm", n, b, Watch(observed_rounds=r, protocol="fedavg", local_steps=4,
+                                                     optimizer=opt, lr=lr))
+                for n, b in ((64, 1), (16, 4)) for r in observed
+                for opt, lr in (("sgd", 0.05), ("adam", 1e-3)) if opt == "sgd" or r == max(observed)]
+    if group == "resampled":
+        return [Row("resampled", "minilm", 16, b, Watch(observed_rounds=r, batch_size=b), local=4 * b)
+                for b in (1, 4) for r in observed]
+    if group == "round0":
+        return [Row("round0", m, 16, b, Watch(server=s), rounds=0) for m in ("tiny-bert", "minilm")
+                for b in (1, 4) for s in ("honest", "malicious")]
+    raise ValueError(f"unknown group {group!r}: choose fedsgd, fedavg, resampled, round0 or cost.")
+
+
+def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dlg_steps: int) -> dict:
+    """Attack ``count`` sentences of the row (in messages of ``row.batch``; a local set of ``row.local``) and
+    average the scores of every sentence attacked."""
+    tokenizer = ll.models.load_tokenizer(row.model)
+    per_message = row.local or row.batch
+    messages = max(1, count // row.batch)
+    chosen = ll.data.truncate_to_tokens(tokenizer, examples, row.tokens, messages * per_message)
+    knobs = {"dlg_steps": dlg_steps} if row.rounds == 0 and row.watch.server == "honest" else {}
+    sentences: list[dict] = []
+    attacks, tests = [], []
+    for i in range(messages):
+        part = chosen[i * per_message:(i + 1) * per_message]
+        scored = attack_watched([e.text for e in part], [e.label for e in part], row.model, 8, row.rounds,
+                                row.watch, "lora-best", seed, time_span_test=True, **knobs)
+        sentences += scored
+        attacks.append(scored[0]["attack_seconds"])
+        if scored[0]["span_test_seconds"] is not None:
+            tests.append(scored[0]["span_test_seconds"])
+    summary = ll.metrics.summarize(sentences)
+    keys = ("token_accuracy", "rouge1", "rouge2", "exact_match", "seconds")
+    for s in sentences:  # scores only: the Rotten Tomatoes text stays out of the repository
+        s.pop("original", None)
+        s.pop("reconstruction", None)
+    return {"key": row.key(), "group": row.group, "model": row.model, "tokens": row.tokens, "batch": row.batch,
+            "local": row.local, "rounds": row.rounds, **asdict(row.watch), "messages": messages,
+            "sentences": len(sentences), **{k: summary[k]["mean"] for k in keys if k in summary},
+            "span_test_seconds": sum(tests) / len(tests) if tests else None,
+            "attack_seconds": sum(attacks) / messages,
+            "rows": sentences}
+
+
+def cost_plot(rows: list[dict], out: Path) -> None:
+    """Seconds per message of the span test alone and of everything else (search), against the inputs the
+    span must explain (one sentence of 16, 32, 64 tokens; batches of 4 and 8 sentences of 16), one line per R."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in rows if r["group"] in ("fedsgd", "length") and r["span_test_seconds"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, observed in enumerate(sorted({r["observed_rounds"] for r in chosen})):
+        part = sorted((r for r in chosen if r["observed_rounds"] == observed), key=lambda r: r["batch"] * r["tokens"])
+        x = [r["batch"] * (r["tokens"] + 2) for r in part]
+        colour = f"C{i}"
+        ax.plot(x, [r["span_test_seconds"] for r in part], "o--", color=colour, label=f"span test, R = {observed}")
+        ax.plot(x, [max(r["attack_seconds"] - r["span_test_seconds"], 1e-2) for r in part], "s-", color=colour,
+                label=f"search, R = {observed}")
+    ax.axvline(16, color="grey", lw=0.8)
+    ax.text(16, 0.5, " 2r = 16 rows a round", fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="inputs the span must explain (sentences × (tokens + 2))",
+           ylabel="seconds per message (2-core CPU)",
+           title="MiniLM, r = 8: the span test costs 1–3 s at any size;\nthe rest (search, batch threading) is the cost")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
+    parser.add_argument("--groups", default="fedsgd", help="comma-separated: fedsgd, length, fedavg, resampled, round0, cost")
+    parser.add_argument("--observed", default="1,2,4,8", help="R values, comma-separated")
+    parser.add_argument("--count", type=int, default=8, help="sentences per row (batch rows: whole batches)")
+    parser.add_argument("--long-count", type=int, default=3, help="sentences for 64-token rows with R = 1")
+    parser.add_argument("--only", default="", help="run only rows whose key contains this text")
+    parser.add_argument("--dlg-steps", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/multi_round.json")
+    args = parser.parse_args()
+    print(ll.setup(args.seed))
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {"runs": [], "rows": []}
+    observed = [int(r) for r in args.observed.split(",")]
+    groups = [g for g in args.groups.split(",") if g != "cost"]
+    todo = [row for g in groups for row in rows_of(g, observed) if args.only in row.key()]
+    examples = ll.data.rotten_tomatoes(args.data, seed=args.seed)
+    results["runs"].append({"command": " ".join(os.sys.argv), "cpu": platform.processor() or platform.machine(),
+                            "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
+                            "cores": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M")})
+    print(f"{'setting':<80} {'n':>3} {'tok acc':>7} {'R-1':>6} {'s/sent':>7} {'test s':>7}")
+    for row in todo:
+        slow = row.tokens >= 64 and row.watch.observed_rounds == 1
+        start = time.perf_counter()
+        result = run_row(row, examples, args.long_count if slow else args.count, args.seed, args.dlg_steps)
+        result["wall_seconds"] = time.perf_counter() - start
+        result["load_average"] = os.getloadavg()[0]
+        results["rows"] = [r for r in results["rows"] if r["key"] != result["key"]] + [result]
+        test = result["span_test_seconds"]
+        print(f"{row.key():<80} {result['sentences']:>3} {result['token_accuracy']:>7.1%} {result['rouge1']:>6.1%} "
+              f"{result['seconds']:>7.2f} {test if test is not None else float('nan'):>7.3f}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+    if "cost" in args.groups.split(","):
+        cost_plot(results["rows"], out.with_name("multi_round_cost.png"))
+
+
+if __name__ == "__main__":
+    main()

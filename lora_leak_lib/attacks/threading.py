@@ -1,0 +1,136 @@
+"""Thread a batch's tokens into sentences with layer 1: the first layer gives the tokens at each position, not
+which sentence each belongs to; the second layer's inputs are hidden states of whole sentences, and only the
+right threading explains that layer's ``lora_A`` span.
+
+Layer 0's span cannot tell threadings apart: every threading uses the same (token, position) inputs. Layer 1's
+inputs depend on every token of a sentence, so a candidate batch's hidden states explain the layer-1 span of
+each watched round (computed under that round's adapter) only when every sentence is right. ``thread_batch``
+is a local search on that residual: exchange two sentences' tokens at one position, or give a sentence another
+token of the same position's column.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import Knowledge, SharedUpdate
+from .inputs import lora_a_is_zero
+from .later_layers import LayerResidual
+from .span import CERTIFIED
+
+THREAD_SWEEPS = 30
+"""Rounds of the threading search (each scores every one-token change of the batch): a budget in steps."""
+THREAD_ROUNDS = 1
+"""Watched rounds whose layer-1 spans the threading residual sums (each costs one layer-0 pass per sentence)."""
+
+
+class BatchResidual:
+    """``Σ_rounds ‖Q₁ − Q₁·P_H‖²`` of candidate batches, ``H`` the layer-1 inputs of all their sentences under
+    that round's adapter; each sentence's hidden states are computed once and kept."""
+
+    def __init__(self, messages: Sequence[SharedUpdate]) -> None:
+        self.layers = [LayerResidual(m, (1,)) for m in messages]
+        self.cache: list[dict[tuple[int, ...], torch.Tensor]] = [{} for _ in self.layers]
+
+    @torch.no_grad()
+    def hidden(self, index: int, sentences: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+        layer, cache = self.layers[index], self.cache[index]
+        todo = [s for s in dict.fromkeys(sentences) if s not in cache]
+        for length in sorted({len(s) for s in todo}):
+            same = [s for s in todo if len(s) == length]
+            for part in range(0, len(same), 256):
+                states = layer.layer_inputs(torch.tensor(same[part:part + 256], device=layer.bases[1].device), (1,))[1]
+                for s, h in zip(same[part:part + 256], states.double()):
+                    cache[s] = h
+        return [cache[s] for s in sentences]
+
+    def __call__(self, batches: Sequence[Sequence[tuple[int, ...]]]) -> torch.Tensor:
+        total = torch.zeros(len(batches), dtype=torch.float64, device="cpu")  # filled one Python float at a time
+        for index, layer in enumerate(self.layers):
+            basis = layer.bases[1]
+            for b, batch in enumerate(batches):
+                h = torch.cat(self.hidden(index, list(batch)))
+                u, _ = torch.linalg.qr(h.T)
+                total[b] += float(basis.pow(2).sum() - (basis @ u).pow(2).sum())
+        return total.clamp(min=0.0)
+
+
+def moves(batch: list[tuple[int, ...]], columns: dict[int, list[int]]) -> list[tuple[list[tuple[int, ...]], set]]:
+    """Every batch one change away, with the (sentence, position) pairs it touches: two sentences exchange their
+    tokens at one position or everything from one position on, or one sentence takes another token of that
+    position's column. [CLS] and [SEP] stay."""
+    out = []
+    for p, column in columns.items():
+        holders = [i for i, s in enumerate(batch) if p < len(s) - 1]
+        for a in holders:
+            for b in holders:
+                if a < b and batch[a][p] != batch[b][p]:
+                    new = list(batch)
+                    new[a] = batch[a][:p] + (batch[b][p],) + batch[a][p + 1:]
+                    new[b] = batch[b][:p] + (batch[a][p],) + batch[b][p + 1:]
+                    out.append((new, {(a, p), (b, p)}))
+                    if p > 1 and len(batch[a]) == len(batch[b]):  # exchange the two sentences' ends from p on
+                        new = list(batch)
+                        new[a], new[b] = batch[a][:p] + batch[b][p:], batch[b][:p] + batch[a][p:]
+                        out.append((new, {(x, q) for x in (a, b) for q in range(p, len(batch[a]) - 1)}))
+            for token in column:
+                if token != batch[a][p]:
+                    new = list(batch)
+                    new[a] = batch[a][:p] + (token,) + batch[a][p + 1:]
+                    out.append((new, {(a, p)}))
+    return out
+
+
+def combine(batch: list[tuple[int, ...]], steps: list[tuple[list[tuple[int, ...]], set]]) -> list[tuple[int, ...]]:
+    """Apply several changes that touch disjoint (sentence, position) pairs at once."""
+    out = [list(s) for s in batch]
+    for new, touched in steps:
+        for a, p in touched:
+            out[a][p] = new[a][p]
+    return [tuple(s) for s in out]
+
+
+def thread_batch(shared: SharedUpdate, knowledge: Knowledge, sentences: Sequence[Sequence[int]], cls_id: int,
+                 sep_id: int, sweeps: int = THREAD_SWEEPS, rounds: int = THREAD_ROUNDS) -> tuple[list[list[int]], float]:
+    """Re-thread ``sentences`` (ids without [CLS]/[SEP]) by a descent on the layer-1 residual of the first
+    ``rounds`` watched rounds; returns the sentences and the residual. Stops at a local minimum, at a certified
+    batch, or after ``sweeps`` steps."""
+    messages = [u for u in knowledge.rounds_watched(shared) if not lora_a_is_zero(u.update)][:rounds]
+    try:
+        score = BatchResidual(messages)
+    except ValueError:  # no layer-1 attention LoRA: nothing to thread by
+        return [list(s) for s in sentences], float("nan")
+    batch = [(cls_id, *s, sep_id) for s in sentences]
+    columns: dict[int, list[int]] = {}
+    for s in batch:
+        for p in range(1, len(s) - 1):
+            columns.setdefault(p, [])
+            if s[p] not in columns[p]:
+                columns[p].append(s[p])
+    best = float(score([batch])[0])
+    for _ in range(sweeps):
+        if best < CERTIFIED:
+            break
+        trials = moves(batch, columns)
+        if not trials:
+            break
+        values = score([t for t, _ in trials])
+        order = torch.argsort(values).tolist()
+        if float(values[order[0]]) >= best - 1e-12:
+            break
+        taken, blocked = [], set()  # the improving changes on disjoint places, applied together
+        for i in order:
+            if float(values[i]) >= best - 1e-12:
+                break
+            if not trials[i][1] & blocked:
+                taken.append(trials[i])
+                blocked |= {(a, p + k) for a, p in trials[i][1] for k in (-1, 0, 1)}
+        candidates = [trials[order[0]][0]] + ([combine(batch, taken)] if len(taken) > 1 else [])
+        trial = score(candidates)
+        j = int(torch.argmin(trial))
+        batch, best = candidates[j], float(trial[j])
+        for cache in score.cache:  # keep memory bounded: only the current batch's sentences stay
+            for key in [k for k in cache if k not in batch]:
+                del cache[key]
+    return [list(s[1:-1]) for s in batch], best

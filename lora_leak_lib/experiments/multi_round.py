@@ -1,0 +1,128 @@
+"""A server that watches one client over several rounds: simulate its R messages (FedSGD gradients or FedAvg
+deltas, the same batch or one drawn afresh each round, from an honest or a malicious server) and attack them.
+
+Why several rounds help: every first-layer ``lora_A`` gradient of round ``t`` is ``s·B_tᵀ·G`` with ``G = Σ δ x_tᵀ``,
+so its rows lie in the span of the same inputs whatever the round; each round's ``B_t`` (and ``δ``) mixes them
+differently, and R rounds stack ``R·2r`` directions of the span instead of ``2r``. A FedAvg delta of ``A`` after
+E local SGD steps is ``−lr·Σ_e dL/dA_e``, a sum of E gradients of the same inputs: still in their span. Adam's
+delta divides element by element and leaves that span; a batch drawn afresh each round mixes the inputs of every
+sentence the client drew.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+
+from .. import config, data, fl, malicious, models
+from ..attacks import Knowledge, get_attack
+from ..message import FederatedSetup, SharedUpdate, check_positive_int, check_protocol
+from .core import check_rounds, longest, score
+
+SERVERS = ("honest", "malicious")
+"""What the server sends: the honest global adapter, or one it crafted (``malicious.craft_adapter``)."""
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How the server watches the client: ``observed_rounds`` consecutive rounds of ``protocol`` (FedAvg: the
+    client's ``local_steps`` steps of ``optimizer`` at ``lr``) from an honest or malicious ``server``.
+
+    ``batch_size`` ``None``: the client sends all its sentences each round (the same batch R times); smaller
+    than the client's set: each local step draws a new batch from it (``fl.Client.batch``).
+    """
+
+    observed_rounds: int = 1
+    protocol: str = "fedsgd"
+    local_steps: int = 1
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    batch_size: int | None = None
+    server: str = "honest"
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.observed_rounds, "observed_rounds", "the rounds the server watches this client")
+        check_protocol(self.protocol)
+        check_positive_int(self.local_steps, "local_steps")
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
+        if self.server not in SERVERS:
+            raise ValueError(f"unknown server {self.server!r}: choose one of {', '.join(SERVERS)}.")
+
+    def label(self) -> str:
+        protocol = "FedSGD" if self.protocol == "fedsgd" else f"FedAvg E={self.local_steps} {self.optimizer}"
+        drawn = "" if self.batch_size is None else f", batch {self.batch_size} drawn each round"
+        return f"R={self.observed_rounds}, {protocol}{drawn}{', malicious server' if self.server != 'honest' else ''}"
+
+
+def watched_messages(texts: Sequence[str], labels: Sequence[int], model_name: str = "tiny-bert", rank: int = 8,
+                     rounds: int = 20, watch: Watch = Watch(), seed: int = 0,
+                     train_head: bool = True) -> tuple[list[SharedUpdate], list[list[str]]]:
+    """The client's messages in rounds ``rounds .. rounds + R − 1`` and the sentences each one was computed on.
+
+    ``texts`` are the client's private sentences: one batch (``watch.batch_size`` ``None``) or the local set it
+    draws batches from. A malicious server sends ``malicious.craft_adapter`` of each round's global adapter.
+    """
+    fl.check_labels(texts, labels)
+    check_rounds(rounds + watch.observed_rounds - 1)
+    public = [e for e in data.course_sentences() if e.text not in texts]  # the other clients' data
+    config.set_seed(seed)
+    batch = watch.batch_size or len(texts)
+    setup = FederatedSetup(model_name, rank, None, (), train_head, 2, seed, watch.protocol,
+                           watch.lr, watch.local_steps, watch.optimizer, batch)
+    model = setup.build_model()
+    states = fl.trained_adapters(setup, public, rounds, watch.observed_rounds, seed)
+    client = fl.Client(0, [data.Example(t, int(y)) for t, y in zip(texts, labels)], model, setup, seed)
+    messages, seen = [], []
+    for r, state in enumerate(states):
+        round = rounds + r
+        sent = malicious.craft_adapter(state, config.derive_seed(seed, round)) if watch.server == "malicious" else state
+        messages.append(client.client_update(sent, round))
+        seen.append(list(dict.fromkeys(e.text for b in client.last_batches for e in b)))
+    return messages, seen
+
+
+def attack_watched(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
+                   rank: int = 8, rounds: int = 20, watch: Watch = Watch(), attack: str = "lora-best",
+                   seed: int = 0, train_head: bool = True, know_length: bool = True, time_span_test: bool = False,
+                   **knobs) -> list[dict]:
+    """Simulate the watched rounds, attack the first message with the others known, score every sentence.
+
+    With the same batch every round the attack looks for that batch. With a batch drawn afresh each round the
+    stacked rows span the inputs of every sentence the client drew, so the attack is told that many sentences
+    (a batch attack on the union) and scored against all of them. Rows as ``attack_texts``', plus the watch;
+    ``time_span_test`` also times the span test alone (``span_test_seconds``, for the cost benchmark).
+    """
+    method = get_attack(attack, **knobs)
+    labels = list(labels) if labels is not None else [0] * len(texts)
+    messages, seen = watched_messages(texts, labels, model_name, rank, rounds, watch, seed, train_head)
+    drawn = list(dict.fromkeys(t for s in seen for t in s))
+    references = seen[0] if watch.batch_size is None else drawn
+    length = longest(references, model_name) if know_length else None
+    knowledge = Knowledge(length=length, batch_size=len(references), other_rounds=tuple(messages[1:]))
+    rebuilt = method.reconstruct(messages[0], knowledge)
+    test_seconds = span_test_seconds(messages[0], knowledge) if time_span_test else None
+    rows = score(references, rebuilt, model_name)
+    tokenizer = models.load_tokenizer(model_name)
+    for row in rows:
+        row.update(model=model_name, rank=rank, rounds=rounds, attack=attack, batch_size=messages[0].batch_size,
+                   sentences=len(references), observed_rounds=watch.observed_rounds, protocol=watch.protocol,
+                   local_steps=watch.local_steps, optimizer=watch.optimizer, server=watch.server,
+                   resampled=watch.batch_size is not None, tokens=len(tokenizer.tokenize(row["original"])),
+                   residual=rebuilt.loss, span_test_seconds=test_seconds, attack_seconds=rebuilt.seconds)
+    return rows
+
+
+def span_test_seconds(shared: SharedUpdate, knowledge: Knowledge) -> float | None:
+    """Seconds of the span test alone on this message (the stacked rows' basis, then one product of the whole
+    vocabulary at every position with it), the part of an attack that is not search; ``None`` at round 0."""
+    from ..attacks.inputs import allowed_tokens, lora_a_is_zero
+    from ..attacks.span import stacked_span
+
+    if all(lora_a_is_zero(u.update) for u in knowledge.rounds_watched(shared)) or knowledge.length is None:
+        return None
+    start = time.perf_counter()
+    inputs, basis = stacked_span(shared, knowledge)
+    inputs.span_distances(basis, knowledge.length + 2, allowed_tokens(models.load_tokenizer(shared.setup.model_name)))
+    return time.perf_counter() - start
