@@ -74,7 +74,7 @@ def write(out: Path, report: dict) -> None:
 
 def print_row(row: dict) -> None:
     published = row["published_token_accuracy"]
-    print(f"{row['model']:<18} {row['parameters'] / 1e6:>6.1f}M {row['attack']:<31} {row['sentences']:>3} "
+    print(f"{row['model']:<18} {row['parameters'] / 1e6:>6.1f}M {row['attack']:<26} {row['sentences']:>3} "
           f"{row['token_accuracy']:>9.1%} {row['rouge1']:>8.1%} {row['rouge2']:>8.1%} {row['seconds']:>7.1f} "
           f"{'' if published is None else f'{published:.0%}':>9}", flush=True)
 
@@ -86,7 +86,7 @@ def main() -> None:
     run = dict(args=vars(args), machine=machine(), started=time.strftime("%Y-%m-%d %H:%M"))
     report = {"published": seed_exp.PUBLISHED, "recipe": dict(seed_exp.SEED_RECIPE), "rows": [], "skipped": {},
               "runs": [run]}
-    print(f"{'model':<18} {'params':>7} {'attack':<31} {'n':>3} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} "
+    print(f"{'model':<18} {'params':>7} {'attack':<26} {'n':>3} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} "
           f"{'s/sent':>7} {'published':>9}")
     for model in args.models:
         reason = available(model)
