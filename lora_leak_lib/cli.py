@@ -79,11 +79,14 @@ def attack(args: argparse.Namespace) -> None:
     experiments.check_rounds(args.rounds + args.observed_rounds - 1)
     if (args.text is None) == (args.file is None):
         raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
+    if args.batch < 1 or args.batch > 1 and args.file is None:
+        raise ValueError(f"--batch N (got {args.batch}) puts N consecutive lines of --file in one client update: "
+                         "give N ≥ 1 and a --file.")
     texts = read_sentences(Path(args.file)) if args.file is not None else [args.text]
     models.check_available(args.model)
     config.setup(args.seed)
     tokenizer = models.load_tokenizer(args.model)
-    limit = models.bert_config(args.model).max_position_embeddings - 2
+    limit = models.text_limit(args.model)
     checked = []
     for number, text in enumerate(texts, 1):
         where = f" (line {number} of {args.file})" if args.file is not None else ""
@@ -94,19 +97,29 @@ def attack(args: argparse.Namespace) -> None:
         count = data.n_tokens(tokenizer, checked[-1])
         if count > limit:
             raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}{where}: shorten it.")
-    for text in checked:
-        row = experiments.attack_texts([text], [args.label], args.model, args.rank, args.rounds, args.attack,
-                                       args.seed, observed_rounds=args.observed_rounds)[0]
-        if args.json:
-            print(json.dumps(row), flush=True)
-        else:
-            print(f"original       : {row['original']}")
-            print(f"reconstruction : {row['reconstruction']}")
-            print(f"token accuracy : {row['token_accuracy']:.1%}   ROUGE-1 {row['rouge1']:.1%}   "
-                  f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
-            round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
-            print(f"attack         : {row['attack']} on {row['model']}, r={row['rank']}, {round_}, "
-                  f"{row['seconds']:.1f} s\n", flush=True)
+    if len(checked) % args.batch:
+        raise ValueError(f"{args.file} has {len(checked)} sentences, not a multiple of --batch {args.batch}: "
+                         "every client update needs a full batch.")
+    for start in range(0, len(checked), args.batch):
+        batch = checked[start:start + args.batch]
+        for row in experiments.attack_texts(batch, [args.label] * len(batch), args.model, args.rank, args.rounds,
+                                            args.attack, args.seed, observed_rounds=args.observed_rounds):
+            _print_row(row, args.json)
+
+
+def _print_row(row: dict, as_json: bool) -> None:
+    """One reconstructed sentence and its scores, flushed at once (piped output arrives as it is made)."""
+    if as_json:
+        print(json.dumps(row), flush=True)
+        return
+    print(f"original       : {row['original']}")
+    print(f"reconstruction : {row['reconstruction']}")
+    print(f"token accuracy : {row['token_accuracy']:.1%}   ROUGE-1 {row['rouge1']:.1%}   "
+          f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
+    round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
+    batch = f", batch {row['batch_size']}" if row.get("batch_size", 1) > 1 else ""
+    print(f"attack         : {row['attack']} on {row['model']}, r={row['rank']}, {round_}{batch}, "
+          f"{row['seconds']:.1f} s per sentence\n", flush=True)
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -132,11 +145,13 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def list_models(args: argparse.Namespace) -> None:
-    """The model registry: name, offline or hub, parameters (counted from the architecture) and how to install."""
-    print(f"{'model':<20} {'where':<8} {'parameters':>12}  install")
+    """The model registry: name, family and task, offline or hub, parameters (counted from the architecture) and
+    how to install."""
+    print(f"{'model':<20} {'family':<7} {'task':<15} {'where':<8} {'parameters':>12}  install")
     for name, spec in models.MODELS.items():
         count = lora.count_parameters(models.architecture(name))
-        print(f"{name:<20} {'offline' if spec.offline else 'hub':<8} {count:>12,}  {spec.install}")
+        print(f"{name:<20} {spec.family:<7} {spec.kind.task:<15} {'offline' if spec.offline else 'hub':<8} "
+              f"{count:>12,}  {spec.install}")
 
 
 def student(args: argparse.Namespace) -> int:
@@ -184,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default="lora-best", help=f"one of {', '.join(attack_names(lora_text=True))}")
     p.add_argument("--observed-rounds", type=int, default=1,
                    help="rounds in which the server watches this client send the same text (1: one message)")
-    p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label")
+    p.add_argument("--batch", type=int, default=1,
+                   help="N consecutive lines of --file form one client's update (a batch of N sentences)")
+    p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label (classifiers)")
     p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
     p.add_argument("--json", action="store_true", help="print one JSON object per sentence")
     p.set_defaults(run=attack)

@@ -23,7 +23,8 @@ T = TypeVar("T")
 def mode() -> str:
     """Return ``"quick"`` or ``"full"``.
 
-    Read from ``LORA_LEAK_MODE``; when unset, quick on CI or without a GPU, full on a GPU.
+    Read from ``LORA_LEAK_MODE``; when unset, quick on CI or when the work runs on the CPU, full when it
+    runs on a GPU (``device()``): the mode follows where the work really runs.
     """
     value = os.environ.get(MODE_VARIABLE, "").strip().lower()
     if value in ("quick", "full"):
@@ -32,7 +33,7 @@ def mode() -> str:
         raise ValueError(
             f"{MODE_VARIABLE}={value!r} is not a mode: set it to 'quick' or 'full' (or unset it)."
         )
-    if os.environ.get("CI") or not torch.cuda.is_available():
+    if os.environ.get("CI") or device().type == "cpu":
         return "quick"
     return "full"
 
@@ -47,9 +48,42 @@ def steps(quick: T, full: T) -> T:
     return quick if is_quick() else full
 
 
+DEVICE_VARIABLE = "LORA_LEAK_DEVICE"
+"""Environment variable that forces a device (``cpu``, ``cuda``, ``cuda:1``); unset: the first GPU, else the CPU."""
+_chosen: torch.device | None = None
+
+
 def device() -> torch.device:
-    """The device to compute on: the first GPU when there is one, else the CPU."""
+    """The one device every model, update and attack tensor of the library lives on.
+
+    ``use_device`` (or ``LORA_LEAK_DEVICE``) chooses it; by default the first GPU when there is one, else the CPU.
+    """
+    if _chosen is not None:
+        return _chosen
+    value = os.environ.get(DEVICE_VARIABLE, "").strip()
+    if value:
+        return check_device(value)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device this machine has, or one clear error."""
+    try:
+        chosen = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name!r} is not a device: use 'cpu' or 'cuda'.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this machine has no CUDA GPU: use 'cpu'.")
+    if chosen.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported: use 'cpu' or 'cuda'.")
+    return chosen
+
+
+def use_device(name: str | torch.device | None) -> torch.device:
+    """Choose the device for everything that follows (``None``: back to the default); returns the device."""
+    global _chosen
+    _chosen = None if name is None else check_device(name)
+    return device()
 
 
 def set_seed(seed: int = DEFAULT_SEED) -> None:

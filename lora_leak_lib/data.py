@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from . import config
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 COURSE_SENTENCES = DATA_DIR / "course_sentences.tsv"
 LABELS = ("negative", "positive")
@@ -93,14 +95,15 @@ def check_text(text: str, tokenizer: PreTrainedTokenizerBase | None = None) -> s
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int = 512) -> dict[str, torch.Tensor]:
-    """Tokenise a batch with padding; raise one clear error for an empty text or one longer than ``max_length``."""
+    """Tokenise a batch with padding, on ``config.device()``; raise one clear error for an empty text or one
+    longer than ``max_length``."""
     texts = [check_text(t) for t in texts]
     lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
     if max(lengths) > max_length:
         raise ValueError(
             f"a text has {max(lengths)} tokens but the model takes at most {max_length}: shorten it."
         )
-    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+    return {k: v.to(config.device()) for k, v in tokenizer(texts, padding=True, return_tensors="pt").items()}
 
 
 def n_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import models
+
 Update = "OrderedDict[str, torch.Tensor]"
 
 def trainable_names(model: nn.Module) -> list[str]:
@@ -27,18 +29,20 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
         for name, value in state.items():
             params[name].copy_(value)
 
-def classification_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of a sequence classifier on one batch."""
+def client_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss a client trains on, for one batch: the mean cross-entropy of its labels for a sequence
+    classifier, of every next token of its texts for a decoder (``labels`` are then not used)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return nn.functional.cross_entropy(logits, labels)
+    kind = models.family_of(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    return kind.loss(logits, input_ids if kind.is_decoder else labels, attention_mask)
 
 def shared_gradients(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      labels: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
     """One FedSGD message: ``dL/dθ`` of one batch for every trainable ``θ``; frozen weights never appear."""
     names = trainable_names(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    loss = classification_loss(model, input_ids, attention_mask, labels)
+    loss = client_loss(model, input_ids, attention_mask, labels)
     grads = torch.autograd.grad(loss, params)
     return OrderedDict((n, g.detach().clone()) for n, g in zip(names, grads))
 
@@ -67,7 +71,8 @@ def update_bytes(update: dict[str, torch.Tensor]) -> int:
 
 def short_name(name: str) -> str:
     """A readable tensor name: ``layer.0.attention.self.query.lora_A`` instead of peft's long path."""
-    for prefix in ("base_model.model.", "bert.encoder.", "bert."):
+    bases = [f"{family.base}." for family in models.FAMILIES.values()]
+    for prefix in ["base_model.model.", *(f"{base}encoder." for base in bases), *bases]:
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace(".modules_to_save.default", "").replace(".default.weight", "")
@@ -150,7 +155,7 @@ def layer_gradients(model: nn.Module, layer: str, input_ids: torch.Tensor, atten
     hook = module.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach()))
     W.requires_grad_(True)
     try:
-        loss = classification_loss(model, input_ids, attention_mask, labels)
+        loss = client_loss(model, input_ids, attention_mask, labels)
         G, dA, dB = torch.autograd.grad(loss, [W, A, B])
     finally:
         W.requires_grad_(False)

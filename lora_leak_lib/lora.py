@@ -11,8 +11,6 @@ from torch import nn
 
 from . import models
 
-DEFAULT_TARGETS = ("query", "value")
-"""LoRA on the attention query and value projections, as in the LoRA paper and the published attacks."""
 
 
 def check_rank(rank: int) -> None:
@@ -48,21 +46,28 @@ class LoRALinear(nn.Module):
         return self.base.weight + self.scaling * self.B @ self.A
 
 
-def lora_config(rank: int = 8, alpha: float | None = None, targets: Sequence[str] = DEFAULT_TARGETS,
-                train_head: bool = True, dropout: float = 0.0) -> LoraConfig:
-    """The peft configuration the course uses; ``alpha`` defaults to ``2 · rank``."""
+def lora_config(rank: int = 8, alpha: float | None = None, targets: Sequence[str] | None = None,
+                train_head: bool = True, dropout: float = 0.0, family: str = "bert") -> LoraConfig:
+    """The peft configuration the course uses for a model family; ``alpha`` defaults to ``2 · rank``.
+
+    ``targets`` default to the family's attention query and value projections (BERT ``query``/``value``, MPNet
+    ``q``/``v``, GPT-2's fused ``c_attn``), as in the LoRA paper and the published attacks.
+    """
     check_rank(rank)
+    kind = models.FAMILIES[family]
     return LoraConfig(
-        r=rank, lora_alpha=2 * rank if alpha is None else alpha, target_modules=list(targets),
-        lora_dropout=dropout, modules_to_save=["classifier"] if train_head else None,
+        r=rank, lora_alpha=2 * rank if alpha is None else alpha,
+        target_modules=list(kind.lora_targets if targets is None else targets), lora_dropout=dropout,
+        modules_to_save=[kind.head] if train_head and kind.head else None, fan_in_fan_out=kind.fan_in_fan_out,
     )
 
 
 def apply_lora(model: nn.Module, rank: int = 8, alpha: float | None = None,
-               targets: Sequence[str] = DEFAULT_TARGETS, train_head: bool = True,
+               targets: Sequence[str] | None = None, train_head: bool = True,
                dropout: float = 0.0) -> PeftModel:
     """Wrap ``model`` with peft LoRA adapters; only the adapters (and the head when ``train_head``) train."""
-    return get_peft_model(model, lora_config(rank, alpha, targets, train_head, dropout))
+    config = lora_config(rank, alpha, targets, train_head, dropout, models.family_of(model).name)
+    return get_peft_model(model, config)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -100,7 +105,7 @@ class ParameterBudget:
         return 100.0 * self.trainable / self.total
 
 
-def parameter_budget(name: str, rank: int, targets: Sequence[str] = DEFAULT_TARGETS,
+def parameter_budget(name: str, rank: int, targets: Sequence[str] | None = None,
                      train_head: bool = True) -> ParameterBudget:
     """Count a registered model's parameters and its LoRA adapter's, from the architecture alone (no download)."""
     check_rank(rank)

@@ -41,12 +41,14 @@ class FederatedSetup:
 
     ``lr`` is the server's step on the mean gradient in FedSGD and each client's local step in FedAvg.
     ``full_finetune=True`` means no LoRA: every parameter trains and is shared (``rank`` is then ignored).
+    ``targets=()`` means the family's default (the attention query and value projections). A decoder's client
+    has no label: ``train_head`` and ``num_labels`` mean nothing there.
     """
 
     model_name: str = "tiny-bert"
     rank: int = 8
     alpha: float | None = None
-    targets: tuple[str, ...] = lora.DEFAULT_TARGETS
+    targets: tuple[str, ...] = ()
     train_head: bool = True
     num_labels: int = 2
     model_seed: int = 0
@@ -58,7 +60,7 @@ class FederatedSetup:
     full_finetune: bool = False
 
     def __post_init__(self) -> None:
-        models.check_model_name(self.model_name)
+        family = models.family(self.model_name)
         lora.check_rank(self.rank)
         check_protocol(self.protocol)
         if self.optimizer not in OPTIMIZERS:
@@ -67,7 +69,7 @@ class FederatedSetup:
         check_positive_int(self.batch_size, "batch_size")
         if not self.lr > 0:
             raise ValueError(f"the learning rate must be positive, got {self.lr!r}.")
-        hidden = models.bert_config(self.model_name).hidden_size
+        hidden = models.hidden_size(self.model_name)
         if not self.full_finetune and self.rank > hidden:
             raise ValueError(f"LoRA rank {self.rank} is larger than {self.model_name}'s hidden size {hidden}: B·A "
                              f"then has no more directions than W itself; try 8.")
@@ -75,7 +77,7 @@ class FederatedSetup:
             raise ValueError(f"LoRA alpha scales B·A by alpha/r and must be positive, got {self.alpha!r}: try 2·r.")
         if self.alpha is None:
             object.__setattr__(self, "alpha", float(2 * self.rank))
-        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "targets", tuple(self.targets) or family.lora_targets)
 
     @property
     def kind(self) -> str:

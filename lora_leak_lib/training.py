@@ -16,12 +16,13 @@ GradientFn = Callable[[int], tuple[Gradient, float]]
 
 
 def batch_gradient(model: nn.Module, tokenizer, batch: Sequence[data.Example]) -> tuple[Gradient, float]:
-    """``dL/dθ`` of the mean cross-entropy on a batch of examples, for every trainable ``θ``, and the loss."""
+    """``dL/dθ`` of the client's loss on a batch of examples (``gradients.client_loss``), for every trainable
+    ``θ``, and the loss."""
     encoded = data.encode(tokenizer, [e.text for e in batch], models.max_tokens(model))
-    labels = torch.tensor([e.label for e in batch])
+    labels = torch.tensor([e.label for e in batch], device=encoded["input_ids"].device)
     names = gradients.trainable_names(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    loss = gradients.classification_loss(model, encoded["input_ids"], encoded["attention_mask"], labels)
+    loss = gradients.client_loss(model, encoded["input_ids"], encoded["attention_mask"], labels)
     grads = torch.autograd.grad(loss, params)
     return OrderedDict((n, g.detach()) for n, g in zip(names, grads)), float(loss.detach())
 
@@ -65,7 +66,7 @@ def train_adapter(model: nn.Module, model_name: str, examples: Sequence[data.Exa
     generator, tokenizer = torch.Generator().manual_seed(seed), models.load_tokenizer(model_name)
 
     def gradient_fn(step: int) -> tuple[Gradient, float]:
-        index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator)
+        index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator, device="cpu")
         return batch_gradient(model, tokenizer, [examples[i] for i in index.tolist()])
 
     return local_training(model, steps, gradient_fn, "adam", lr)

@@ -122,7 +122,7 @@ def test_dp_sgd_still_trains_the_model_and_changes_lora_b():
     encoded = ll.data.encode(tokenizer, [e.text for e in examples])
     labels = torch.tensor([e.label for e in examples])
     model.eval()
-    loss = lambda: float(ll.gradients.classification_loss(model, encoded["input_ids"], encoded["attention_mask"], labels).detach())
+    loss = lambda: float(ll.gradients.client_loss(model, encoded["input_ids"], encoded["attention_mask"], labels).detach())
     before_loss = loss()
     before = ll.gradients.trainable_state(model)
     defenses.dp_sgd_train(model, "tiny-bert", examples, steps=30, max_norm=1.0, noise_multiplier=0.01, lr=1e-2, seed=0)
@@ -148,7 +148,7 @@ def test_defended_updates_still_train_the_model():
     for name, defend in defences.items():
         ll.set_seed(0)
         model = ll.lora.apply_lora(ll.models.load_model("tiny-bert", seed=0), rank=4).eval()
-        loss = lambda: float(ll.gradients.classification_loss(model, encoded["input_ids"], encoded["attention_mask"],
+        loss = lambda: float(ll.gradients.client_loss(model, encoded["input_ids"], encoded["attention_mask"],
                                                                labels).detach())
         start = loss()
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)

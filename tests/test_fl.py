@@ -99,7 +99,7 @@ def test_fedsgd_with_one_client_equals_centralised_sgd(sentences):
     optimizer = torch.optim.SGD([p for p in central.parameters() if p.requires_grad], lr=0.3)
     tokenizer = ll.models.load_tokenizer("tiny-bert")
     encoded = ll.data.encode(tokenizer, [e.text for e in batch])
-    loss = gradients.classification_loss(central, encoded["input_ids"], encoded["attention_mask"],
+    loss = gradients.client_loss(central, encoded["input_ids"], encoded["attention_mask"],
                                          torch.tensor([e.label for e in batch]))
     loss.backward()
     optimizer.step()
@@ -226,3 +226,13 @@ def test_run_federated_reads_a_rotten_tomatoes_folder(tmp_path):
     assert sum(len(c.examples) for c in history.clients) + len(history.held_out) == 10
     assert {e.label for e in history.held_out} == {0, 1}
     assert all("film number" in e.text for c in history.clients for e in c.examples)
+
+
+def test_a_cached_global_adapter_gives_exactly_the_update_a_fresh_training_gives(monkeypatch):
+    monkeypatch.setattr(ll.fl, "_TRAINED", {})
+    fresh = ll.fl.capture_update(["a quiet film"], [1], "tiny-bert", rank=2, rounds=3)
+    assert len(ll.fl._TRAINED) == 1
+    cached = ll.fl.capture_update(["a quiet film"], [1], "tiny-bert", rank=2, rounds=3)
+    for name in fresh.update:
+        assert torch.equal(fresh.update[name], cached.update[name]), name
+        assert torch.equal(fresh.global_state[name], cached.global_state[name]), name

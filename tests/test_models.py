@@ -54,7 +54,7 @@ def test_eager_attention_allows_the_double_backward_of_gradient_matching():
 
 
 @pytest.mark.parametrize("call", [models.load_model, models.load_tokenizer, models.check_available,
-                                  models.check_model_name, models.bert_config])
+                                  models.check_model_name, models.model_config])
 def test_unknown_name_is_one_line_listing_the_known_names(call):
     with pytest.raises(ValueError) as error:
         call("gpt-5")
@@ -85,4 +85,4 @@ def test_architecture_counts_parameters_without_weights():
         assert next(meta.parameters()).device.type == "meta"
         assert lora.count_parameters(meta) == lora.count_parameters(models.load_model(name, seed=0))
     assert lora.count_parameters(models.architecture("bert-base-uncased")) == 109_483_778  # BERT-base + head
-    assert models.bert_config("bert-large-uncased").num_hidden_layers == 24
+    assert models.model_config("bert-large-uncased").num_hidden_layers == 24

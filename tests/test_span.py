@@ -27,7 +27,8 @@ def test_closed_form_distances_match_explicit_vectors(tiny):
     for p in range(len(ids)):
         x = inputs.vectors(tokens, torch.full((4,), p))
         slow = (x - (x @ basis.T) @ basis).norm(dim=1) / x.norm(dim=1)
-        assert torch.allclose(fast[p], slow, atol=1e-9)
+        # the closed form subtracts squared norms: an in-span distance comes out near sqrt(d·eps64) ≈ 2e-7, not 0
+        assert torch.allclose(fast[p], slow, atol=1e-6)
 
 
 def test_planted_sentence_within_rank_is_recovered_exactly(tiny):

@@ -262,7 +262,7 @@ class DLG:
     def _first_order_candidates(self, problem: TextProblem, sentence: list[int], label: torch.Tensor | None) -> torch.Tensor:
         """Per position the ``gradient_candidates`` tokens whose embedding the loss's gradient points to."""
         table = problem.model.get_input_embeddings().weight.detach()
-        words = table[torch.tensor([sentence])].requires_grad_(True)
+        words = table[torch.tensor([sentence], device=table.device)].requires_grad_(True)
         variables = [words] if label is None else [words, label]
         loss = gradient_distance(problem.gradient(variables, "embeddings"), problem.target, self.distance,
                                  self.alpha)
@@ -282,7 +282,7 @@ class DLG:
             return ids
         label = variables[1].detach() if problem.fixed_labels is None else None
         sentence = list(ids[0])
-        best = float(problem.batch_distances(torch.tensor([sentence]), label, self.distance, self.alpha)[0])
+        best = float(problem.batch_distances([sentence], label, self.distance, self.alpha)[0])
         for _ in range(self.search_steps):
             if best <= REFINE_TOL:
                 break
@@ -294,7 +294,7 @@ class DLG:
             candidates += swaps(sentence)
             if not candidates:
                 break
-            values = problem.batch_distances(torch.tensor(candidates), label, self.distance, self.alpha)
+            values = problem.batch_distances(candidates, label, self.distance, self.alpha)
             value = float(values.min())
             if value >= best:
                 break

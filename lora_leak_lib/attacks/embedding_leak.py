@@ -10,19 +10,21 @@ from .. import models
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .registry import register
 
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
-POSITION_EMBEDDINGS = "embeddings.position_embeddings.weight"
+def embedding_name(family: models.Family, table: str = "word") -> str:
+    """How a family's word (or ``"position"``) embedding table ends its name in an update."""
+    path = family.word_embeddings if table == "word" else family.position_embeddings
+    return f"{family.base}.{path}.weight"
 
 
-def find_tensor(update: Mapping[str, torch.Tensor], suffix: str) -> str:
-    """The name in ``update`` that ends with ``suffix``, or one clear error (it is only shared in full fine-tuning)."""
-    names = [n for n in update if n.endswith(suffix)]
-    if not names:
-        raise ValueError(
-            f"the update holds no {suffix!r}: this leak needs full fine-tuning, where the embeddings train "
-            "(LoRA updates never share them)."
-        )
-    return names[0]
+def find_tensor(update: Mapping[str, torch.Tensor], table: str = "word") -> tuple[str, models.Family]:
+    """The name in ``update`` of the word (or position) embedding table, and its model's family, or one clear
+    error (the tables are only shared in full fine-tuning)."""
+    for family in models.FAMILIES.values():
+        names = [n for n in update if n.endswith(embedding_name(family, table))]
+        if names:
+            return names[0], family
+    raise ValueError(f"the update holds no {table} embedding table: this leak needs full fine-tuning, where the "
+                     "embeddings train (LoRA updates never share them).")
 
 
 def nonzero_rows(tensor: torch.Tensor, tol: float = 0.0) -> list[int]:
@@ -36,13 +38,14 @@ def token_set(update: Mapping[str, torch.Tensor], tol: float = 0.0) -> list[int]
     Row ``t`` of ``dL/dE`` is the sum of the gradients at every position holding token ``t``, so it is
     zero exactly for the tokens that do not occur (special tokens such as [CLS] and [SEP] included).
     """
-    return nonzero_rows(update[find_tensor(update, WORD_EMBEDDINGS)], tol)
+    return nonzero_rows(update[find_tensor(update)[0]], tol)
 
 
 def sequence_length(update: Mapping[str, torch.Tensor], tol: float = 0.0) -> int:
     """Positions used by the longest sentence, special tokens included: the non-zero position-embedding rows."""
-    rows = nonzero_rows(update[find_tensor(update, POSITION_EMBEDDINGS)], tol)
-    return max(rows) + 1 if rows else 0
+    name, family = find_tensor(update, "position")
+    rows = nonzero_rows(update[name], tol)
+    return max(rows) + 1 - family.position_offset if rows else 0
 
 
 @register("token-set", "the bag of tokens and the length from a full fine-tuning gradient's embedding rows",

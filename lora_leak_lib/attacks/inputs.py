@@ -1,9 +1,10 @@
 """What the first layer of a LoRA update reveals: the span of its inputs, and those inputs for any token.
 
 For a LoRA module ``y = W x + s·B A x`` the gradient is ``dL/dA = s·Bᵀ G`` with ``G = Σ_t δ_t x_tᵀ``, so
-every row of ``dL/dA`` is a combination of the inputs ``x_t``. In the first layer those inputs are the
-embedding-layer outputs ``x = LN(E[v] + P[p] + T[0])``, one per (token ``v``, position ``p``), which the
-server can compute for the whole vocabulary (``EmbeddingInputs``).
+every row of ``dL/dA`` is a combination of the inputs ``x_t``. In the first layer those inputs are
+``x = LN(E[v] + P[p])`` (BERT adds the type-0 embedding to ``P``; GPT-2's LayerNorm is its first block's
+``ln_1``), one per (token ``v``, position ``p``), which the server can compute for the whole vocabulary
+(``EmbeddingInputs``). The model family says where each table is (``models.input_tables``).
 """
 from __future__ import annotations
 
@@ -12,19 +13,15 @@ from functools import lru_cache
 
 import torch
 
-from .. import models
-
-SHARED_INPUT_MODULES = ("query", "key", "value")
-"""Attention projections that all read the hidden state entering a layer: their ``lora_A`` rows share a span."""
-
+from .. import config, models
 
 def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
-    """The ``lora_A`` gradient rows of every attention projection of ``layer``, stacked (``m × d``, float64)."""
-    rows = [t for name, t in update.items()
-            if f"layer.{layer}.attention.self." in name and "lora_A" in name
-            and any(f".{module}." in name for module in SHARED_INPUT_MODULES)]
+    """The ``lora_A`` gradient rows of every module that reads ``layer``'s input (the attention projections:
+    BERT's query/key/value, MPNet's q/k/v, GPT-2's c_attn), stacked (``m × d``, float64)."""
+    patterns = [family.layer_rows_pattern(layer) for family in models.FAMILIES.values()]
+    rows = [t for name, t in update.items() if any(p.search(name) for p in patterns)]
     if not rows:
-        raise ValueError(f"the update holds no lora_A of layer {layer}'s query/key/value: the span attack "
+        raise ValueError(f"the update holds no lora_A of layer {layer}'s attention projections: the span attack "
                          "needs LoRA on an attention projection of that layer.")
     return torch.cat([r.detach().double() for r in rows])
 
@@ -62,7 +59,7 @@ def allowed_tokens(tokenizer) -> torch.Tensor:
     special = set(tokenizer.all_special_ids)
     vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
     keep = [i for i, tok in enumerate(vocab) if i not in special and not tok.startswith("[unused")]
-    return torch.tensor(keep)
+    return torch.tensor(keep, device=config.device())
 
 
 @dataclass
@@ -81,17 +78,17 @@ class EmbeddingInputs:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> "EmbeddingInputs":
-        """Read the embedding tables and LayerNorm of a (peft-wrapped) BERT."""
-        bert = model.get_base_model().bert if hasattr(model, "get_base_model") else model.bert
-        emb = bert.embeddings
-        words = emb.word_embeddings.weight.detach().double()
-        positions = emb.position_embeddings.weight.detach().double() + emb.token_type_embeddings.weight[0].detach().double()
+        """Read the embedding tables and the first layer's LayerNorm of a (peft-wrapped) model of any family."""
+        tables = models.input_tables(model)
+        words, positions, norm = tables.words.double(), tables.positions.double(), tables.norm
         return cls(words - words.mean(1, keepdim=True), positions - positions.mean(1, keepdim=True),
-                   emb.LayerNorm.weight.detach().double(), emb.LayerNorm.bias.detach().double(),
-                   float(emb.LayerNorm.eps))
+                   norm.weight.detach().double(), norm.bias.detach().double(), float(norm.eps))
 
-    def vectors(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """``x`` for paired token ids and positions (``n × d``): what the embedding layer outputs."""
+    def vectors(self, token_ids, positions) -> torch.Tensor:
+        """``x`` for paired token ids and positions (``n × d``; tensors, lists, or one position for all): what
+        the first layer reads. Indices go to the tables' device."""
+        device = self.tokens.device
+        token_ids, positions = torch.as_tensor(token_ids, device=device), torch.as_tensor(positions, device=device)
         u = self.tokens[token_ids] + self.positions[positions]
         sigma = torch.sqrt(u.pow(2).mean(1, keepdim=True) + self.eps)
         return self.gamma * u / sigma + self.beta
@@ -116,9 +113,13 @@ class EmbeddingInputs:
         return torch.sqrt(torch.clamp(norm2 - proj2, min=0.0) / norm2).T
 
 
-@lru_cache(maxsize=4)
 def public_inputs(model_name: str, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
-    """The embedding tables of a registered model: frozen, so the same in every round (cached)."""
+    """The embedding tables of a registered model, on ``config.device()``: frozen, so the same in every round."""
+    return _public_inputs(model_name, model_seed, num_labels, str(config.device()))
+
+
+@lru_cache(maxsize=4)
+def _public_inputs(model_name: str, model_seed: int, num_labels: int, device: str) -> EmbeddingInputs:
     return EmbeddingInputs.from_model(models.load_model(model_name, num_labels, seed=model_seed))
 
 

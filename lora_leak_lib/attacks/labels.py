@@ -5,16 +5,32 @@ import time
 
 import torch
 
+from .. import models
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .registry import register
 
 
+def head_tensor(update: dict[str, torch.Tensor], attr: str = "bias") -> torch.Tensor | None:
+    """The gradient (or delta) of the head's last linear layer's ``attr`` (``weight`` or ``bias``) in a shared
+    update (BERT's ``classifier``, MPNet's ``classifier.out_proj``), or ``None`` when the head is not shared."""
+    for family in models.FAMILIES.values():
+        if family.head_linear is None:
+            continue
+        inside = family.head_linear[len(family.head):]
+        ends = (f"{family.head_linear}.{attr}", f"{family.head}.modules_to_save.default{inside}.{attr}")
+        names = [n for n in update if n.endswith(ends)]
+        if names:
+            return update[names[0]]
+    return None
+
+
 def head_bias_gradient(update: dict[str, torch.Tensor]) -> torch.Tensor:
     """The gradient (or delta) of the classification head's bias in a shared update."""
-    names = [n for n in update if n.endswith("classifier.bias") or n.endswith("classifier.modules_to_save.default.bias")]
-    if not names:
-        raise ValueError("the update holds no classifier bias: label inference needs the head to be shared.")
-    return update[names[0]]
+    bias = head_tensor(update, "bias")
+    if bias is None:
+        raise ValueError("the update holds no classifier bias: label inference needs the head to be shared "
+                         "(and a classifier: a decoder has no label).")
+    return bias
 
 
 def _bias_gradient(update: dict[str, torch.Tensor], kind: str, lr: float | None) -> torch.Tensor:

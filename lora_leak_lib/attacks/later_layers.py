@@ -10,6 +10,7 @@ swaps and substitutions, the substitutes ranked over the whole vocabulary by the
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable, Sequence
 
@@ -31,16 +32,20 @@ DEFAULT_LAYERS = (0, 1)
 """Layers whose spans the certificate sums: layer 1 adds most of the order information for little cost."""
 
 
+class _Enough(Exception):
+    """Raised by the last hook a residual needs: the layers above it need not run."""
+
+
 class LayerResidual:
     """``Σ_l ‖Q_l − Q_l·P_{H_l}‖²`` for candidate sentences: how much of each layer's span they leave out.
 
-    ``Q_l`` is the orthonormal basis of layer ``l``'s stacked query/value ``lora_A`` rows, ``H_l`` the
-    candidate's inputs to layer ``l`` (its hidden states), computed with the public model and adapter.
+    ``Q_l`` is the orthonormal basis of layer ``l``'s stacked attention ``lora_A`` rows, ``H_l`` the
+    candidate's inputs to those projections (its hidden states, after ``ln_1`` in GPT-2), read by hooks while
+    the public model with this round's adapter runs on the candidate: the same code for every family.
     """
 
     def __init__(self, shared: SharedUpdate, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
-        bert = shared.public_model().get_base_model().bert
-        self.embeddings, self.blocks = bert.embeddings, bert.encoder.layer
+        self.model = shared.public_model()
         self.bases = {}
         for layer in layers:
             try:
@@ -48,28 +53,51 @@ class LayerResidual:
             except ValueError:  # no attention LoRA there, or a zero gradient: that layer says nothing
                 continue
         if not self.bases:
-            raise ValueError(f"no layer of {tuple(layers)} has a non-zero query/value lora_A gradient to test.")
+            raise ValueError(f"no layer of {tuple(layers)} has a non-zero attention lora_A gradient to test.")
+        self.readers = {layer: _reader(self.model, layer) for layer in self.bases}
 
     @torch.no_grad()
     def __call__(self, candidates: Sequence[Sequence[int]], layers: Sequence[int] | None = None,
                  chunk: int = 128) -> torch.Tensor:
-        """The summed residual of every candidate (token ids with [CLS]/[SEP], all of one length), over
-        ``layers`` (default: all this object tests; ``(0,)`` needs no transformer block and is cheap)."""
-        ids = torch.as_tensor(candidates)
+        """The summed residual of every candidate (token ids with their first and last special token, all of
+        one length), over ``layers`` (default: all this object tests; ``(0,)`` runs no transformer block)."""
+        device = next(iter(self.bases.values())).device
+        ids = torch.as_tensor(candidates, device=device)
         bases = {l: b for l, b in self.bases.items() if layers is None or l in layers}
         last = max(bases)
         values = []
         for part in ids.split(chunk):
-            hidden = self.embeddings(input_ids=part)
-            total = torch.zeros(len(part), dtype=torch.float64)
-            for layer in range(last + 1):
-                if layer in bases:
-                    u, _ = torch.linalg.qr(hidden.double().transpose(1, 2))   # (N, d, n): each candidate's span
-                    total += bases[layer].pow(2).sum() - (bases[layer] @ u).pow(2).sum((1, 2))
-                if layer < last:
-                    hidden = self.blocks[layer](hidden)
+            total = torch.zeros(len(part), dtype=torch.float64, device=device)
+
+            def read(layer: int):
+                def hook(_module, args):
+                    u, _ = torch.linalg.qr(args[0].double().transpose(1, 2))   # (N, d, n): each candidate's span
+                    total.add_(bases[layer].pow(2).sum() - (bases[layer] @ u).pow(2).sum((1, 2)))
+                    if layer == last:
+                        raise _Enough
+                return hook
+
+            hooks = [self.readers[l].register_forward_pre_hook(read(l)) for l in bases]
+            try:
+                self.model(input_ids=part)
+            except _Enough:
+                pass
+            finally:
+                for hook in hooks:
+                    hook.remove()
             values.append(total.clamp(min=0.0))
         return torch.cat(values)
+
+
+def _reader(model: torch.nn.Module, layer: int) -> torch.nn.Module:
+    """The first module of ``layer`` that reads the layer's input (BERT's query, MPNet's q, GPT-2's c_attn)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kind = models.family_of(inner)
+    pattern = re.compile(rf"^{re.escape(kind.layer_prefix.format(layer))}(.*\.)?({'|'.join(kind.layer_inputs)})$")
+    for name, module in models.base_of(model).named_modules():
+        if pattern.match(name):
+            return module
+    raise ValueError(f"layer {layer} of this {kind.name} model has no attention projection to read.")
 
 
 def substitutes(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
@@ -85,7 +113,7 @@ def substitutes(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], vo
     gamma, beta = inputs.gamma.float(), inputs.beta.float()
     ge = e * gamma                                                           # γ⊙ē
     e_norm, ge_norm, ge_beta = e.pow(2).sum(1), ge.pow(2).sum(1), ge @ beta
-    chosen = inputs.vectors(torch.tensor(ids), torch.arange(n))
+    chosen = inputs.vectors(ids, list(range(n)))
     out = {}
     for p in range(1, n - 1):
         u, _ = torch.linalg.qr(torch.cat([chosen[:p], chosen[p + 1:]]).T)   # inputs of the other positions
@@ -173,7 +201,7 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
                 break
             stale += 1
             moves = neighbours(best_ids, subs, window)
-            picks = torch.randperm(len(moves), generator=generator)[:kick].tolist()
+            picks = torch.randperm(len(moves), generator=generator, device="cpu")[:kick].tolist()
             ids = list(best_ids)
             for i in picks:  # one after the other: a later step may undo part of an earlier one
                 ids = combine(ids, [moves[i]])

@@ -6,7 +6,7 @@ import time
 import torch
 
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
-from .labels import head_bias_gradient
+from .labels import head_bias_gradient, head_tensor
 from .registry import register
 
 
@@ -33,10 +33,10 @@ def linear_leak(weight_gradient: torch.Tensor, bias_gradient: torch.Tensor) -> t
 
 def head_weight_gradient(update: dict[str, torch.Tensor]) -> torch.Tensor:
     """The gradient of the classification head's weight (``num_labels × hidden``)."""
-    names = [n for n in update if n.endswith("classifier.weight") or n.endswith("classifier.modules_to_save.default.weight")]
-    if not names:
+    weight = head_tensor(update, "weight")
+    if weight is None:
         raise ValueError("the update holds no classifier weight: the pooled output needs the head to be shared.")
-    return update[names[0]]
+    return weight
 
 
 def pooled_output(update: dict[str, torch.Tensor]) -> torch.Tensor:

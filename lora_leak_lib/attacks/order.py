@@ -18,8 +18,8 @@ from .. import data, models
 from .search import cover_assignment
 
 PUBLIC_TEXT = data.DATA_DIR / "public_text.txt"
-FIRST_WORD_ID = 1996
-"""In BERT's uncased vocabulary whole words start here ('the'), roughly in order of frequency."""
+FIRST_WORD = "the"
+"""In BERT's uncased vocabulary (and MPNet's, shifted by 4) whole words start at 'the', roughly by frequency."""
 
 
 def public_texts() -> list[str]:
@@ -54,13 +54,15 @@ class BigramPrior:
         return sum(self.log_prob(a, b) for a, b in zip(tokens, tokens[1:]))
 
 
-def zipf_unigram(vocab_size: int, counts: Counter, smoothing: float = 0.5) -> torch.Tensor:
-    """Unigram log-probabilities: counted tokens by their counts, the rest by Zipf's law on the vocabulary id."""
-    rank = torch.clamp(torch.arange(vocab_size) - FIRST_WORD_ID + 2, min=1).double()
+def zipf_unigram(vocab_size: int, counts: Counter, smoothing: float = 0.5, first_word: int = 1996) -> torch.Tensor:
+    """Unigram log-probabilities: counted tokens by their counts, the rest by Zipf's law on the vocabulary id
+    (from ``first_word`` on; the ids below it are characters, pieces and ``[unused]`` tokens). A CPU table:
+    the prior scores sentences one Python float at a time."""
+    rank = torch.clamp(torch.arange(vocab_size, device="cpu") - first_word + 2, min=1).double()
     zipf = 1.0 / (rank + 50.0)
-    zipf[:FIRST_WORD_ID] *= 0.05                   # characters, pieces and [unused] tokens are rare alone
+    zipf[:first_word] *= 0.05                   # characters, pieces and [unused] tokens are rare alone
     zipf /= zipf.sum()
-    counted = torch.zeros(vocab_size, dtype=torch.double)
+    counted = torch.zeros(vocab_size, dtype=torch.double, device="cpu")
     for token, count in counts.items():
         counted[token] = count
     counted /= max(float(counted.sum()), 1.0)
@@ -79,14 +81,16 @@ def build_prior(texts: Sequence[str] | None = None, model_name: str = "tiny-bert
         unigrams.update(ids)
         contexts.update(ids[:-1])
         bigrams.update(zip(ids, ids[1:]))
-    return BigramPrior(zipf_unigram(tokenizer.vocab_size, unigrams), bigrams, contexts, weight,
+    first = tokenizer.convert_tokens_to_ids(FIRST_WORD)
+    first = first if first != tokenizer.unk_token_id else 0
+    return BigramPrior(zipf_unigram(len(tokenizer), unigrams, first_word=first), bigrams, contexts, weight,
                        tokenizer.cls_token_id, tokenizer.sep_token_id)
 
 
-@lru_cache(maxsize=1)
-def default_prior() -> BigramPrior:
-    """The prior from the text the course ships (built once)."""
-    return build_prior()
+@lru_cache(maxsize=4)
+def default_prior(model_name: str = "tiny-bert") -> BigramPrior:
+    """The prior from the text the course ships, in a model's token ids (built once per model)."""
+    return build_prior(model_name=model_name)
 
 
 def assemble_batch(columns: Sequence[Sequence[int]], batch_size: int, prior: BigramPrior,

@@ -41,7 +41,7 @@ def subspace_residual(basis: torch.Tensor, inputs: torch.Tensor) -> float:
 
 
 def _residual(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int]) -> float:
-    return subspace_residual(basis, inputs.vectors(torch.tensor(ids), torch.arange(len(ids))))
+    return subspace_residual(basis, inputs.vectors(ids, list(range(len(ids)))))
 
 
 def substitute(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], p: int,
@@ -49,10 +49,10 @@ def substitute(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], p: 
     """The candidate token for position ``p`` that leaves the least residual, the others held, and that residual."""
     n = len(ids)
     others = [q for q in range(n) if q != p]
-    x_other = inputs.vectors(torch.tensor([ids[q] for q in others]), torch.tensor(others))
+    x_other = inputs.vectors([ids[q] for q in others], others)
     u, _ = torch.linalg.qr(x_other.T)                                   # (d, n-1)
     resid = basis - (basis @ u) @ u.T                                   # (k, d)
-    cand = inputs.vectors(candidates, torch.full((len(candidates),), p))  # (K, d)
+    cand = inputs.vectors(candidates, p)  # (K, d)
     outside = cand.pow(2).sum(1) - (cand @ u).pow(2).sum(1)
     gain = (cand @ resid.T).pow(2).sum(1) / torch.clamp(outside, min=1e-12)
     j = int(torch.argmax(gain))
@@ -67,12 +67,12 @@ def permutation_residuals(basis: torch.Tensor, inputs: EmbeddingInputs, ids: lis
     computed once; each trial then costs one small ``n × n`` Cholesky solve: ``k − tr(QX (XᵀX)⁻¹ XᵀQᵀ)``.
     """
     n = len(ids)
-    x = inputs.vectors(torch.tensor(ids).repeat_interleave(n), torch.arange(n).repeat(n))  # (token i, pos p)
+    x = inputs.vectors([t for t in ids for _ in range(n)], list(range(n)) * n)  # (token i, pos p)
     gram, proj = x @ x.T, x @ basis.T                                   # (n², n²), (n², k)
-    index = orders * n + torch.arange(n)                                # (m, n) rows of x
+    index = orders * n + torch.arange(n, device=orders.device)                                # (m, n) rows of x
     g = gram[index[:, :, None], index[:, None, :]]                      # (m, n, n)
     qx = proj[index]                                                    # (m, n, k)
-    chol = torch.linalg.cholesky(g + 1e-12 * torch.eye(n))
+    chol = torch.linalg.cholesky(g + 1e-12 * torch.eye(n, dtype=g.dtype, device=g.device))
     solved = torch.cholesky_solve(qx, chol)
     return (basis.shape[0] - (qx * solved).sum((1, 2))).clamp(min=0.0)
 
@@ -88,7 +88,7 @@ def best_move(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int],
     trials = [list(range(len(ids)))]
     for p in free:
         trials += [order for order, _ in rearrangements_at(ids, p, free, window)]
-    values = permutation_residuals(basis, inputs, ids, torch.tensor(trials))
+    values = permutation_residuals(basis, inputs, ids, torch.tensor(trials, device=basis.device))
     j = int(torch.argmin(values))
     return [ids[i] for i in trials[j]], float(values[j])
 
@@ -103,11 +103,11 @@ def greedy_atoms(basis: torch.Tensor, inputs: EmbeddingInputs, table: torch.Tens
     ``fill`` every free position is filled; otherwise picking stops once the span is explained.
     """
     k = table.shape[1]
-    count = torch.zeros(table.shape[0], dtype=torch.long)
+    count = torch.zeros(table.shape[0], dtype=torch.long, device=table.device)
     for p, _ in known:
         count[p] = capacity
     free = [p for p in range(table.shape[0]) if count[p] < capacity]
-    cand = inputs.vectors(table[free].reshape(-1), torch.tensor(free).repeat_interleave(k))  # (F·K, d)
+    cand = inputs.vectors(table[free].reshape(-1), [p for p in free for _ in range(k)])  # (F·K, d)
     outside = cand.pow(2).sum(1)                  # squared norm of each candidate outside the chosen span
     chosen, basis_u, resid = list(known), [], basis.clone()
 
@@ -122,8 +122,8 @@ def greedy_atoms(basis: torch.Tensor, inputs: EmbeddingInputs, table: torch.Tens
         resid = resid - (resid @ w)[:, None] * w
 
     for p, token in known:
-        take(inputs.vectors(torch.tensor([token]), torch.tensor([p]))[0])
-    alive = torch.ones(len(cand), dtype=torch.bool)
+        take(inputs.vectors([token], [p])[0])
+    alive = torch.ones(len(cand), dtype=torch.bool, device=cand.device)
     while bool(alive.any()):
         _, sigma, vh = torch.linalg.svd(resid, full_matrices=False)
         explained = float(sigma.pow(2).sum()) < CERTIFIED
@@ -238,8 +238,8 @@ def recover_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.
 def perturb(ids: list[int], table: torch.Tensor, generator: torch.Generator, size: int = 3) -> list[int]:
     """Kick a local optimum: ``size`` random inner positions get a random token from their candidate list."""
     ids = list(ids)
-    for p in (torch.randperm(len(ids) - 2, generator=generator)[:size] + 1).tolist():
-        ids[p] = int(table[p, torch.randint(table.shape[1], (1,), generator=generator)])
+    for p in (torch.randperm(len(ids) - 2, generator=generator, device="cpu")[:size] + 1).tolist():
+        ids[p] = int(table[p, torch.randint(table.shape[1], (1,), generator=generator, device="cpu")])
     return ids
 
 
@@ -316,14 +316,13 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     vocab = allowed_tokens(tokenizer)
     dist = inputs.span_distances(basis, n, vocab)
     table = candidate_table(dist, vocab, special, shortlist)
-    table = torch.cat([table, torch.full((n, 1), special[1])], dim=1)
+    table = torch.cat([table, torch.full((n, 1), special[1], device=table.device)], dim=1)
     atoms = greedy_atoms(basis, inputs, table, [(0, special[0])], capacity=size, fill=False)
     columns: list[list[int]] = [[] for _ in range(n)]
     for p, token in sorted(atoms):
         columns[p].append(token)
-    sentences = assemble_batch(columns[1:], size, default_prior(), special[1])
-    residual = subspace_residual(basis, inputs.vectors(torch.tensor([t for _, t in atoms]),
-                                                       torch.tensor([p for p, _ in atoms])))
+    sentences = assemble_batch(columns[1:], size, default_prior(shared.setup.model_name), special[1])
+    residual = subspace_residual(basis, inputs.vectors([t for _, t in atoms], [p for p, _ in atoms]))
     texts = [tokenizer.decode(s) for s in sentences]
     progress = Progress(callback)
     progress.step(residual, texts)
@@ -337,7 +336,7 @@ def labels_for(shared: SharedUpdate, knowledge: Knowledge) -> list[int]:
     (iDLG), else none (the tokens do not need them)."""
     if knowledge.labels is not None:
         return list(knowledge.labels)
-    if not shared.setup.train_head:
+    if not shared.setup.train_head or models.family(shared.setup.model_name).head is None:
         return []
     return infer_labels(shared.update, knowledge.sentences(shared), shared.kind)
 

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import models
+from .. import config, models
 from .base import Knowledge, SharedUpdate
 from .distances import check_update, gradient_distance
-from .embedding_leak import WORD_EMBEDDINGS, sequence_length, token_set
+from .embedding_leak import embedding_name, sequence_length, token_set
 from .labels import infer_labels
 from .search import cover_assignment
 
@@ -52,6 +52,7 @@ class TextProblem:
     length: int
     fixed_labels: list[int] | None
     num_labels: int
+    family: models.Family
     scales: list[float] | None = None
 
     @classmethod
@@ -61,8 +62,9 @@ class TextProblem:
 
         Labels: the known ones (``knowledge.labels``), else read from the head bias (iDLG), unless
         ``learn_label`` (DLG's joint soft label). With ``use_token_set`` and a full fine-tuning update the
-        vocabulary is cut to the non-zero rows of the word-embedding gradient. ``scale`` weights the shared
-        tensors in every matching loss (``SCALES``, see ``rescale``).
+        vocabulary is cut to the non-zero rows of the word-embedding gradient. A decoder's client has no label:
+        its loss is next-token prediction on the text itself, so the dummy text is its own target. ``scale``
+        weights the shared tensors in every matching loss (``SCALES``, see ``rescale``).
         """
         check_scale(scale)
         if shared.kind != "gradient":
@@ -71,13 +73,14 @@ class TextProblem:
         trainable = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
         check_update(shared.update, {n: p.shape for n, p in trainable.items()})
         tokenizer = models.load_tokenizer(shared.setup.model_name)
-        word_name = next((n for n in trainable if n.endswith(WORD_EMBEDDINGS)), None)
-        specials = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-        cls_sep = torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id])
+        word_name = next((n for n in trainable if n.endswith(embedding_name(models.family(shared.setup.model_name)))), None)
+        device = config.device()
+        specials = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=device)
+        cls_sep = [tokenizer.cls_token_id, tokenizer.sep_token_id]
         if word_name is not None and use_token_set:
-            row_ids = torch.tensor(sorted(set(token_set(shared.update)) | set(cls_sep.tolist())))
+            row_ids = torch.tensor(sorted(set(token_set(shared.update)) | set(cls_sep)), device=device)
         else:
-            row_ids = torch.arange(tokenizer.vocab_size)
+            row_ids = torch.arange(len(tokenizer), device=device)
         vocab = row_ids[~torch.isin(row_ids, specials)]
         if vocab.numel() == 0:
             raise ValueError("the token set holds only special tokens: there is no text to rebuild.")
@@ -87,7 +90,10 @@ class TextProblem:
         if match_words:
             target.insert(0, shared.update[word_name].detach()[row_ids])
         size = knowledge.sentences(shared)
-        if learn_label:
+        family = models.family(shared.setup.model_name)
+        if family.is_decoder:
+            labels = []
+        elif learn_label:
             labels = None
         elif knowledge.labels is not None:
             labels = list(knowledge.labels)
@@ -98,7 +104,8 @@ class TextProblem:
             labels = infer_labels(shared.update, size, shared.kind)
         use_token_set = word_name is not None and use_token_set
         problem = cls(model, tokenizer, params, target, row_ids, vocab, match_words, use_token_set, size,
-                      _attack_length(shared, knowledge, word_name is not None), labels, shared.setup.num_labels)
+                      _attack_length(shared, knowledge, word_name is not None), labels, shared.setup.num_labels,
+                      family)
         problem.rescale(scale)
         return problem
 
@@ -138,34 +145,57 @@ class TextProblem:
         return rows[torch.searchsorted(self.row_ids, self.vocab)]
 
     def start(self, parametrisation: str) -> list[torch.Tensor]:
-        """Random dummy variables: logits over the vocabulary, or embeddings; a soft label when learned."""
+        """Random dummy variables: logits over the vocabulary, or embeddings; a soft label when learned (drawn on
+        the CPU, so a seed gives the same start on any device)."""
+        device = self.vocab.device
         if parametrisation == "relaxed":
-            words = torch.randn(self.batch_size, self.length, self.vocab.numel())
+            words = torch.randn(self.batch_size, self.length, self.vocab.numel(), device="cpu").to(device)
         else:
             scale = self.model.get_input_embeddings().weight.detach().std()
-            words = torch.randn(self.batch_size, self.length, self.model.config.hidden_size) * scale
+            words = torch.randn(self.batch_size, self.length, self.model.config.hidden_size, device="cpu").to(device) * scale
         variables = [words.requires_grad_()]
         if self.fixed_labels is None:
-            variables.append(torch.randn(self.batch_size, self.num_labels).requires_grad_())
+            variables.append(torch.randn(self.batch_size, self.num_labels, device="cpu").to(device).requires_grad_())
         return variables
 
     def gradient(self, variables: list[torch.Tensor], parametrisation: str) -> list[torch.Tensor]:
         """The dummy gradient of the same tensors as ``target``, differentiable in ``variables``."""
         rows = self._embedding_rows()
-        words = variables[0]
+        words, tokens = variables[0], None
         if parametrisation == "relaxed":
+            if self.family.is_decoder:  # the soft text is its own next-token target
+                tokens = self._framed(torch.zeros(*words.shape[:2], len(self.tokenizer), device=words.device)
+                                      .index_copy(2, self.vocab, words.softmax(-1)))
             words = words.softmax(-1) @ self._vocab_rows(rows)
+        elif self.family.is_decoder:  # free embeddings: the nearest tokens are the target of this step
+            tokens = self._framed(torch.as_tensor(self.decode(variables, parametrisation), device=words.device))
         label = variables[1] if self.fixed_labels is None else None
-        return self._gradient(rows, words, label, create_graph=True)
+        return self._gradient(rows, words, label, create_graph=True, tokens=tokens)
+
+    def _framed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inner token ids ``(N, n)`` or distributions ``(N, n, V)`` with the first and last special token added."""
+        edges = torch.tensor([[self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]], device=tokens.device)
+        if tokens.dim() == 2:
+            first, last = (edges[i].expand(len(tokens), 1) for i in (0, 1))
+        else:
+            one_hot = nn.functional.one_hot(edges[:, 0], tokens.shape[-1]).to(tokens.dtype)
+            first, last = (one_hot[i].expand(len(tokens), 1, -1) for i in (0, 1))
+        return torch.cat([first, tokens, last], dim=1)
+
+    def _loss(self, logits: torch.Tensor, label_logits: torch.Tensor | None, tokens: torch.Tensor | None
+              ) -> torch.Tensor:
+        """The client's loss on the dummy input: its next tokens for a decoder, else the (soft) label."""
+        if self.family.is_decoder:
+            return self.family.loss(logits, tokens)
+        if label_logits is not None:
+            return soft_label_loss(logits, label_logits)
+        return nn.functional.cross_entropy(logits, torch.tensor(self.fixed_labels, device=logits.device))
 
     def _gradient(self, rows: torch.Tensor, words: torch.Tensor, label_logits: torch.Tensor | None,
-                  create_graph: bool) -> list[torch.Tensor]:
+                  create_graph: bool, tokens: torch.Tensor | None = None) -> list[torch.Tensor]:
         embeds = self._inputs_embeds(rows, words)
-        logits = self.model(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2])).logits
-        if label_logits is not None:
-            loss = soft_label_loss(logits, label_logits)
-        else:
-            loss = nn.functional.cross_entropy(logits, torch.tensor(self.fixed_labels))
+        mask = torch.ones(embeds.shape[:2], device=embeds.device)
+        loss = self._loss(self.model(inputs_embeds=embeds, attention_mask=mask).logits, label_logits, tokens)
         inputs = ([rows] if self.match_words else []) + list(self.params.values())
         grads = list(torch.autograd.grad(loss, inputs, create_graph=create_graph))
         if self.scales is not None:
@@ -176,9 +206,9 @@ class TextProblem:
                           alpha: float) -> float:
         """The matching loss of real token sequences (no relaxation): zero for the client's own text."""
         rows = self._embedding_rows()
-        index = torch.searchsorted(self.vocab, torch.tensor(ids))
-        words = self._vocab_rows(rows)[index]
-        grads = self._gradient(rows, words, label_logits, create_graph=False)
+        ids = torch.tensor(ids, device=self.vocab.device)
+        words = self._vocab_rows(rows)[torch.searchsorted(self.vocab, ids)]
+        grads = self._gradient(rows, words, label_logits, create_graph=False, tokens=self._framed(ids))
         return float(gradient_distance(grads, self.target, distance, alpha))
 
     def _linear_sites(self) -> list[tuple[nn.Linear, str]] | None:
@@ -202,12 +232,12 @@ class TextProblem:
         summed loss keeps per sentence. Needs a known label and no word-embedding matching; otherwise (or
         for tensors outside linear layers) it scores the candidates one by one.
         """
-        candidates = torch.as_tensor(candidates, dtype=torch.long).reshape(-1, self.length)
+        candidates = torch.as_tensor(candidates, dtype=torch.long, device=self.vocab.device).reshape(-1, self.length)
         sites = self._linear_sites()
         if sites is None or label_logits is not None or self.fixed_labels is None or self.match_words \
                 or self.batch_size != 1:
             return torch.tensor([self.discrete_distance([c.tolist()], label_logits, distance, alpha)
-                                 for c in candidates], dtype=torch.double)
+                                 for c in candidates], dtype=torch.double, device=self.vocab.device)
         return torch.cat([self._batch_distances(part, sites, distance, alpha)
                           for part in candidates.split(chunk)])
 
@@ -215,8 +245,7 @@ class TextProblem:
                          alpha: float) -> torch.Tensor:
         n = ids.shape[0]
         table = self.model.get_input_embeddings().weight.detach()
-        full = torch.cat([torch.full((n, 1), self.tokenizer.cls_token_id), ids,
-                          torch.full((n, 1), self.tokenizer.sep_token_id)], dim=1)
+        full = self._framed(ids)
         modules = list({id(m): m for m, _ in sites}.values())
         seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -227,15 +256,16 @@ class TextProblem:
         try:
             with torch.enable_grad():
                 embeds = table[full]
-                logits = self.model(inputs_embeds=embeds, attention_mask=torch.ones(full.shape)).logits
-                loss = nn.functional.cross_entropy(logits, torch.tensor(self.fixed_labels * n), reduction="sum")
+                logits = self.model(inputs_embeds=embeds, attention_mask=torch.ones(full.shape, device=ids.device)).logits
+                loss = n * self._loss(logits, None, full) if self.family.is_decoder else nn.functional.cross_entropy(
+                    logits, torch.tensor(self.fixed_labels * n, device=ids.device), reduction="sum")
                 outputs = [seen[id(m)][1] for m in modules]
                 deltas = torch.autograd.grad(loss, outputs, allow_unused=True)
         finally:
             for hook in hooks:
                 hook.remove()
         delta = {id(m): (d if d is not None else torch.zeros_like(o)) for m, d, o in zip(modules, deltas, outputs)}
-        total = torch.zeros(n, dtype=torch.double)
+        total = torch.zeros(n, dtype=torch.double, device=ids.device)
         scales = self.scales or [1.0] * len(sites)
         for (module, attr), target, scale in zip(sites, self.target, scales):
             x, d = seen[id(module)][0], delta[id(module)]

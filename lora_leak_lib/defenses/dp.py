@@ -38,11 +38,12 @@ def per_sample_gradients(model: nn.Module, input_ids: torch.Tensor, attention_ma
         raise ValueError("input_ids, attention_mask and labels must hold the same, non-zero number of sentences.")
     trainable = OrderedDict((n, p.detach()) for n, p in model.named_parameters() if p.requires_grad)
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    kind = models.family_of(model.get_base_model() if hasattr(model, "get_base_model") else model)
 
     def loss_one(params, ids, mask, label):
         out = functional_call(model, {**frozen, **params}, args=(),
                               kwargs=dict(input_ids=ids[None], attention_mask=_additive_mask(mask)))
-        return nn.functional.cross_entropy(out.logits, label[None])
+        return kind.loss(out.logits, ids[None] if kind.is_decoder else label[None], mask[None])
 
     per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))(trainable, input_ids, attention_mask, labels)
     return OrderedDict((n, per_sample[n]) for n in trainable)
@@ -72,17 +73,15 @@ def dp_gradient(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     clipped = clip_per_sample(per_sample_gradients(model, input_ids, attention_mask, labels), max_norm)
     generator = torch.Generator().manual_seed(seed)
     divisor = float(expected_batch_size or len(labels))
-    return OrderedDict(
-        (n, (g.sum(0) + noise_multiplier * max_norm * torch.randn(g.shape[1:], generator=generator)) / divisor)
-        for n, g in clipped.items()
-    )
+    noise = {n: torch.randn(g.shape[1:], generator=generator, device="cpu").to(g.device) for n, g in clipped.items()}
+    return OrderedDict((n, (g.sum(0) + noise_multiplier * max_norm * noise[n]) / divisor) for n, g in clipped.items())
 
 
 def dp_noise_only(shape_like: dict[str, torch.Tensor], max_norm: float, noise_multiplier: float,
                   divisor: float, seed: int) -> Update:
     """The message of a step whose Poisson sample came out empty: noise alone, ``N(0, (σC)²) / divisor``."""
     generator = torch.Generator().manual_seed(seed)
-    return OrderedDict((n, noise_multiplier * max_norm * torch.randn(t.shape, generator=generator) / divisor)
+    return OrderedDict((n, noise_multiplier * max_norm * torch.randn(t.shape, generator=generator, device="cpu").to(t.device) / divisor)
                        for n, t in shape_like.items())
 
 
@@ -90,7 +89,7 @@ def poisson_batch(n_examples: int, sample_rate: float, generator: torch.Generato
     """Indices of one Poisson-sampled batch: each example joins independently with ``sample_rate``."""
     if sample_rate >= 1:
         return list(range(n_examples))
-    return torch.nonzero(torch.rand(n_examples, generator=generator) < sample_rate).flatten().tolist()
+    return torch.nonzero(torch.rand(n_examples, generator=generator, device="cpu") < sample_rate).flatten().tolist()
 
 
 def dp_sgd_train(model: nn.Module, model_name: str, examples: Sequence[data.Example], steps: int, max_norm: float,
@@ -120,7 +119,8 @@ def dp_sgd_train(model: nn.Module, model_name: str, examples: Sequence[data.Exam
             return dp_noise_only(params, max_norm, noise_multiplier, expected, noise_seed), float("nan")
         encoded = data.encode(tokenizer, [e.text for e in batch], models.max_tokens(model))
         return dp_gradient(model, encoded["input_ids"], encoded["attention_mask"],
-                           torch.tensor([e.label for e in batch]), max_norm, noise_multiplier, expected,
+                           torch.tensor([e.label for e in batch], device=encoded["input_ids"].device), max_norm,
+                           noise_multiplier, expected,
                            noise_seed), float("nan")
 
     training.local_training(model, steps, gradient_fn, optimizer, lr)

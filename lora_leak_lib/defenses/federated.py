@@ -63,7 +63,7 @@ class DPClient(fl.Client):
             return dp_noise_only(shapes, self.max_norm, self.noise_multiplier, expected, noise_seed), float("nan")
         encoded = data.encode(self.tokenizer, [e.text for e in batch], models.max_tokens(self.model))
         return dp_gradient(self.model, encoded["input_ids"], encoded["attention_mask"],
-                           torch.tensor([e.label for e in batch]), self.max_norm, self.noise_multiplier,
+                           torch.tensor([e.label for e in batch], device=encoded["input_ids"].device), self.max_norm, self.noise_multiplier,
                            expected, noise_seed), float("nan")
 
     def aggregation_weight(self) -> int:

@@ -63,7 +63,7 @@ class DefenceSpec:
         if self.name == "dp-sgd" and not value >= 0:
             raise ValueError(f"the DP-SGD noise multiplier must be zero or positive, got {value!r}: try 1.0.")
         if self.kind == "message":
-            self.transform(OrderedDict(x=torch.ones(4)), value, 0)  # the transformation checks its own knob
+            self.transform(OrderedDict(x=torch.ones(4, device="cpu")), value, 0)  # the transformation checks its own knob
 
 
 DEFENCES: dict[str, DefenceSpec] = {spec.name: spec for spec in (

@@ -40,7 +40,7 @@ def add_noise(update: dict[str, torch.Tensor], std: float, seed: int = 0) -> Upd
         raise ValueError(f"noise std must be zero or positive, got {std!r}: try 0.01.")
     generator = torch.Generator().manual_seed(seed)
     return OrderedDict(
-        (n, t + std * torch.randn(t.shape, generator=generator, dtype=t.dtype)) for n, t in update.items()
+        (n, t + std * torch.randn(t.shape, generator=generator, dtype=t.dtype, device="cpu").to(t.device)) for n, t in update.items()
     )
 
 

@@ -30,8 +30,10 @@ class Setting:
 BENCHMARK = (
     Setting("tiny-bert", 16), Setting("minilm", 16), Setting("minilm", 32), Setting("minilm", 64),
     Setting("minilm", 16, batch_size=4), Setting("tiny-bert", 16, rounds=0),
+    Setting("mpnet-base", 16), Setting("mpnet-base", 32), Setting("mpnet-base", 64), Setting("tiny-gpt2", 16),
 )
-"""The settings of the leakage table's targets (LoRA r=8 on query+value)."""
+"""The settings of the leakage table's targets (LoRA r=8 on each family's query and value projections; GPT-2's
+fused c_attn): the first six are the CPU table's, then BERT-base scale (MPNet) and a decoder."""
 
 
 def dlg_step_knobs(attack: str, dlg_steps: int) -> dict[str, int]:
