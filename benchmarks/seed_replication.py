@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def commit() -> str | None:
+    """The checked-out commit the numbers come from, when this is a git clone."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def available(model: str) -> str | None:
@@ -83,7 +93,7 @@ def main() -> None:
     args = build_parser().parse_args()
     print(ll.setup(args.seed))
     examples = ll.data.rotten_tomatoes(args.data, seed=args.seed)
-    run = dict(args=vars(args), machine=machine(), started=time.strftime("%Y-%m-%d %H:%M"))
+    run = dict(args=vars(args), machine=machine(), commit=commit(), started=time.strftime("%Y-%m-%d %H:%M"))
     report = {"published": seed_exp.PUBLISHED, "recipe": dict(seed_exp.SEED_RECIPE), "rows": [], "skipped": {},
               "runs": [run]}
     print(f"{'model':<18} {'params':>7} {'attack':<26} {'n':>3} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} "
@@ -102,7 +112,7 @@ def main() -> None:
             start = time.perf_counter()
             row = seed_exp.run_row(model, attack, sentences, updates, args.steps)
             row.update(wall_seconds=time.perf_counter() - start, capture_seconds_per_sentence=capture,
-                       load_average=os.getloadavg()[0])
+                       load_average=os.getloadavg()[0], commit=run["commit"])
             for sentence in row["rows"]:  # scores only: the Rotten Tomatoes text stays out of the repository
                 sentence.pop("original", None)
                 sentence.pop("reconstruction", None)
