@@ -85,8 +85,8 @@ def write(out: Path, report: dict) -> None:
 def print_row(row: dict) -> None:
     published = row["published_token_accuracy"]
     tqdm.write(f"{row['model']:<18} {row['parameters'] / 1e6:>6.1f}M {row['attack']:<26} {row['sentences']:>3} "
-          f"{row['token_accuracy']:>9.1%} {row['rouge1']:>8.1%} {row['rouge2']:>8.1%} {row['seconds']:>7.1f} "
-          f"{'' if published is None else f'{published:.0%}':>9}")
+               f"{row['token_accuracy']:>9.1%} {row['rouge1']:>8.1%} {row['rouge2']:>8.1%} {row['seconds']:>7.1f} "
+               f"{'' if published is None else f'{published:.0%}':>9}")
 
 
 def main() -> None:
