@@ -39,6 +39,7 @@ def test_run_row_scores_every_sentence(updates, attack):
     assert row["sentences"] == 2 and len(row["rows"]) == 2 and row["attack"] == attack and row["rank"] == 4
     assert 0 <= row["token_accuracy"] <= 1 and row["seconds"] > 0 and row["parameters"] > row["shared_parameters"]
     assert (row["published_token_accuracy"] is None) == (attack != "dlg-published")
+    assert 0.5 < row["head_share"] < 1  # the head's gradient outweighs the adapter's in the raw L2
     if attack == "lora-best":
         assert row["token_accuracy"] == 1.0  # the exact attack on a trained adapter (B != 0)
     with pytest.raises(ValueError, match="one update per sentence"):

@@ -84,6 +84,16 @@ def seed_updates(model_name: str, sentences: Sequence[data.Example], rank: int =
     return [fl.capture_update([e.text], [e.label], model_name, rank, rounds=rounds, seed=seed) for e in sentences]
 
 
+def head_share(updates: Sequence[SharedUpdate]) -> float:
+    """The mean fraction of an update's squared norm outside the LoRA adapter (the classification head's):
+    what dominates DLG's raw L2 distance."""
+    shares = []
+    for shared in updates:
+        norms = {n: float(t.double().pow(2).sum()) for n, t in shared.update.items()}
+        shares.append(sum(v for n, v in norms.items() if "lora_" not in n) / max(sum(norms.values()), 1e-300))
+    return sum(shares) / len(shares)
+
+
 def run_row(model_name: str, attack: str, sentences: Sequence[data.Example], updates: Sequence[SharedUpdate],
             steps: int = 100) -> dict:
     """Attack every update with one seed attack (told the sentence length) and average the scores.
@@ -106,6 +116,7 @@ def run_row(model_name: str, attack: str, sentences: Sequence[data.Example], upd
     return dict(model=model_name, parameters=budget.total, shared_parameters=budget.trainable, attack=attack,
                 change=spec.change, steps=steps if spec.dlg else None, rank=updates[0].setup.rank,
                 sentences=len(rows), **mean, token_accuracy_std=summary["token_accuracy"]["std"],
+                head_share=head_share(updates),
                 published_token_accuracy=published_figure(model_name) if attack == "dlg-published" else None,
                 rows=rows)
 
