@@ -44,3 +44,20 @@ def test_run_row_scores_every_sentence(updates, attack):
         assert row["token_accuracy"] == 1.0  # the exact attack on a trained adapter (B != 0)
     with pytest.raises(ValueError, match="one update per sentence"):
         seed.run_row("tiny-bert", attack, sentences, shared[:1])
+
+
+def test_the_benchmark_offers_the_seed_attacks_and_registered_models():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "seed_replication.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    parser = script.build_parser()
+    action = next(a for a in parser._actions if "--attacks" in a.option_strings)
+    assert tuple(action.choices) == tuple(seed.SEED_ATTACKS)
+    assert all(a.attack in ll.attacks.ATTACKS for a in seed.SEED_ATTACKS.values())
+    args = parser.parse_args(["--models", "tiny-bert", "--count", "2", "--steps", "3", "--out", "x.json"])
+    assert (args.models, args.count, args.steps, args.out) == (["tiny-bert"], 2, 3, "x.json")
+    assert script.available("no-such-model") is not None and script.available("tiny-bert") is None

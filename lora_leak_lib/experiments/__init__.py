@@ -1,10 +1,10 @@
-"""The experiment layer: simulate a client's update, attack it, score it; the leakage table; the defence sweep.
+"""The experiment layer: simulate, attack and score an update; the leakage table, seed replication, defence sweep.
 
 It sits above ``fl``, ``defenses`` and ``attacks`` and is what the CLI, the lab, Flower and the benchmarks call.
 """
-from . import leakage, sweep
+from . import leakage, seed, sweep
 from .core import DEFAULT_ROUNDS, MAX_ROUNDS, attack_texts, attack_update, check_rounds, longest, reference_ids, score
 from .leakage import BENCHMARK, Setting, run_setting
 
 __all__ = ["BENCHMARK", "DEFAULT_ROUNDS", "MAX_ROUNDS", "Setting", "attack_texts", "attack_update", "check_rounds",
-           "leakage", "longest", "reference_ids", "run_setting", "score", "sweep"]
+           "leakage", "longest", "reference_ids", "run_setting", "score", "seed", "sweep"]
