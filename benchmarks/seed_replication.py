@@ -75,7 +75,7 @@ def write(out: Path, report: dict) -> None:
         report = {**report, "rows": [r for r in old.get("rows", []) if (r["model"], r["attack"]) not in keys]
                   + report["rows"],
                   "skipped": {**old.get("skipped", {}), **report["skipped"]},
-                  "runs": old.get("runs", []) + report["runs"]}
+                  "runs": old.get("runs", []) + [r for r in report["runs"] if r not in old.get("runs", [])]}
         for model in {r["model"] for r in report["rows"]}:
             report["skipped"].pop(model, None)
     out.parent.mkdir(parents=True, exist_ok=True)
