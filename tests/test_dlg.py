@@ -174,3 +174,36 @@ def test_search_substitutes_and_swaps_back_to_the_private_sentence(round0_proble
     attack = DLG(search_steps=5, gradient_candidates=0, progress=False)
     assert attack.search(problem, [start], shortlist, []) == [reference]
     assert dataclasses.replace(attack, search_steps=1).search(problem, [start], shortlist, []) != [reference]
+
+
+def test_scale_weighs_the_shared_tensors_without_moving_the_minimum(round0_problem):
+    problem, reference = round0_problem
+    raw = [t.clone() for t in problem.target]
+    candidates = torch.tensor([reference, reference[::-1]])
+    try:
+        problem.rescale("global")
+        assert abs(sum(float(t.pow(2).sum()) for t in problem.target) - 1) < 1e-4
+        glob = problem.batch_distances(candidates, distance="l2")
+        assert torch.allclose(glob, torch.tensor([problem.discrete_distance([c.tolist()], None, "l2", 0.01)
+                                                  for c in candidates], dtype=torch.double), rtol=1e-4, atol=1e-7)
+        assert float(glob[0]) < 1e-6 < float(glob[1])  # the client's sentence is still the minimum
+        problem.rescale("tensor")
+        assert all(abs(float(t.norm()) - 1) < 1e-4 for t, r in zip(problem.target, raw) if r.abs().sum() > 0)
+        assert problem.discrete_distance([reference], None, "l2", 0.01) < 1e-6
+        problem.rescale("none")
+        assert problem.scales is None and all(torch.allclose(t, r) for t, r in zip(problem.target, raw))
+    finally:
+        problem.rescale("none")
+    with pytest.raises(ValueError, match="unknown scale"):
+        problem.rescale("unit")
+    with pytest.raises(ValueError, match="unknown scale"):
+        DLG(steps=1, scale="unit", progress=False).reconstruct(ll.fl.capture_update([TEXT], [1], rank=2),
+                                                              Knowledge(length=3))
+
+
+def test_dlg_lbfgs_tolerances_are_a_knob():
+    shared = ll.fl.capture_update([TEXT], [1], rank=2, rounds=2)
+    attack = ll.get_attack("dlg", parametrisation="embeddings", distance="l2", optimizer="lbfgs", lr=1.0,
+                           learn_label=True, steps=3, lbfgs_tolerances=(0.0, 0.0), scale="global")
+    rec = attack.reconstruct(shared, Knowledge(length=4))
+    assert len(rec.token_ids[0]) == 4 and len(rec.loss_history) == 3 and attack.variant.endswith("l2/global-lbfgs")

@@ -15,9 +15,12 @@ from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .distances import check_distance, check_update, gradient_distance
 from .registry import register
 from .search import swaps
-from .text_problem import TextProblem, soft_label_loss
+from .text_problem import TextProblem, check_scale, soft_label_loss
 
 OPTIMIZERS = ("adam", "lbfgs")
+LBFGS_TOLERANCES = (1e-7, 1e-9)
+"""torch's L-BFGS stops a step when the gradient's largest entry or the change of loss falls below these: on a
+matching loss of raw gradients of size ~1e-6 that is at once (``DLG.lbfgs_tolerances`` or ``scale`` fixes it)."""
 REFINE_TOL = 1e-4
 """A discrete matching loss this small means the decoded text already reproduces the shared gradient."""
 PARAMETRISATIONS = ("relaxed", "embeddings")
@@ -44,11 +47,13 @@ def match_gradients(gradient_fn: Callable[[], list[torch.Tensor]], target: list[
                     distance: str = "l2", alpha: float = 0.01, snapshot_every: int = 0,
                     snapshot_fn: Callable[[], Any] | None = None,
                     callback: Callable[[int, float, Any], None] | None = None,
-                    progress: bool = True, desc: str = "gradient matching") -> MatchResult:
+                    progress: bool = True, desc: str = "gradient matching",
+                    lbfgs_tolerances: tuple[float, float] = LBFGS_TOLERANCES) -> MatchResult:
     """The DLG loop: change ``variables`` so that ``gradient_fn()`` (built with ``create_graph=True``) nears ``target``.
 
     Every ``snapshot_every`` steps (and at the end) ``snapshot_fn()`` is stored and passed to
-    ``callback(step, loss, snapshot)``. L-BFGS runs up to 20 inner evaluations per step, as in the paper.
+    ``callback(step, loss, snapshot)``. L-BFGS runs up to 20 inner evaluations per step, as in the paper;
+    ``lbfgs_tolerances`` are its ``(tolerance_grad, tolerance_change)``.
     """
     _check_choice(optimizer, OPTIMIZERS, "optimizer")
     check_distance(distance)
@@ -57,7 +62,8 @@ def match_gradients(gradient_fn: Callable[[], list[torch.Tensor]], target: list[
     if optimizer == "adam":
         opt = torch.optim.Adam(variables, lr=lr)
     else:
-        opt = torch.optim.LBFGS(variables, lr=lr, max_iter=1, history_size=100)
+        opt = torch.optim.LBFGS(variables, lr=lr, max_iter=1, history_size=100,
+                                tolerance_grad=lbfgs_tolerances[0], tolerance_change=lbfgs_tolerances[1])
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -142,7 +148,10 @@ class DLG:
     random starts (lowest final matching loss) is kept. ``refine_sweeps`` > 0 then swaps pairs of decoded
     tokens while the matching loss of the real token sequence falls (one sentence per batch only).
     ``threads`` CPU threads run the attack (``None`` keeps torch's setting): its tensors are so small that
-    one thread is fastest, and several slow it down many times on a busy machine.
+    one thread is fastest, and several slow it down many times on a busy machine. ``scale`` weighs the
+    shared tensors in the matching loss (``TextProblem.rescale``: ``none`` as in the paper, ``global`` the
+    same objective at order 1, ``tensor`` every tensor alike); ``lbfgs_tolerances`` are L-BFGS's stopping
+    thresholds ``(tolerance_grad, tolerance_change)``.
 
     ``search_steps`` > 0 (one sentence per batch only) turns the relaxation into a shortlist: each restart
     keeps its ``shortlist`` most likely tokens per position, the start is the restart whose decoded text has
@@ -168,6 +177,8 @@ class DLG:
     shortlist: int = 16
     search_steps: int = 0
     gradient_candidates: int = 16
+    scale: str = "none"
+    lbfgs_tolerances: tuple[float, float] = LBFGS_TOLERANCES
 
     name = "dlg"
 
@@ -177,7 +188,8 @@ class DLG:
         vocab = "+tokenset" if self.use_token_set else ""
         refine = "+swaps" if self.refine_sweeps else ""
         search = "+search" if self.search_steps else ""
-        return f"dlg-{self.parametrisation}{vocab}-{self.distance}-{self.optimizer}{refine}{search}"
+        scale = "" if self.scale == "none" else f"/{self.scale}"
+        return f"dlg-{self.parametrisation}{vocab}-{self.distance}{scale}-{self.optimizer}{refine}{search}"
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
@@ -189,6 +201,7 @@ class DLG:
         _check_choice(self.parametrisation, PARAMETRISATIONS, "parametrisation")
         _check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_distance(self.distance)
+        check_scale(self.scale)
         previous = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
@@ -199,7 +212,8 @@ class DLG:
 
     def _reconstruct(self, shared: SharedUpdate, knowledge: Knowledge, callback: Callback | None) -> Reconstruction:
         start = time.perf_counter()
-        problem = TextProblem.build(shared, knowledge, self.parametrisation, self.use_token_set, self.learn_label)
+        problem = TextProblem.build(shared, knowledge, self.parametrisation, self.use_token_set, self.learn_label,
+                                    self.scale)
         search = self.search_steps > 0 and problem.batch_size == 1 and self.parametrisation == "relaxed"
         best: tuple[float, MatchResult] | None = None
         shortlists: list[torch.Tensor] = []
@@ -242,7 +256,7 @@ class DLG:
             lambda: problem.gradient(variables, self.parametrisation), problem.target, variables, self.steps,
             self.optimizer, self.lr, self.distance, self.alpha, self.snapshot_every,
             lambda: problem.texts(problem.decode(variables, self.parametrisation)), callback, self.progress,
-            self.variant,
+            self.variant, tuple(self.lbfgs_tolerances),
         )
 
     def _first_order_candidates(self, problem: TextProblem, sentence: list[int], label: torch.Tensor | None) -> torch.Tensor:

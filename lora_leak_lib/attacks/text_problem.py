@@ -20,6 +20,17 @@ from .labels import infer_labels
 from .search import cover_assignment
 
 
+SCALES = ("none", "global", "tensor")
+"""How the matching loss weighs the shared tensors: raw, the whole update to unit norm, or each tensor to unit norm."""
+
+
+def check_scale(scale: str) -> str:
+    """Return ``scale`` or raise one clear error listing ``SCALES``."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}.")
+    return scale
+
+
 def soft_label_loss(logits: torch.Tensor, label_logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a soft label ``softmax(label_logits)``: DLG's differentiable stand-in for a class."""
     return -(label_logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
@@ -42,17 +53,20 @@ class TextProblem:
     fixed_labels: list[int] | None
     num_labels: int
     family: models.Family
+    scales: list[float] | None = None
 
     @classmethod
     def build(cls, shared: SharedUpdate, knowledge: Knowledge = Knowledge(), parametrisation: str = "relaxed",
-              use_token_set: bool = True, learn_label: bool = False) -> "TextProblem":
+              use_token_set: bool = True, learn_label: bool = False, scale: str = "none") -> "TextProblem":
         """Check the update against the public model and decide vocabulary, length and labels.
 
         Labels: the known ones (``knowledge.labels``), else read from the head bias (iDLG), unless
         ``learn_label`` (DLG's joint soft label). With ``use_token_set`` and a full fine-tuning update the
         vocabulary is cut to the non-zero rows of the word-embedding gradient. A decoder's client has no label:
-        its loss is next-token prediction on the text itself, so the dummy text is its own target.
+        its loss is next-token prediction on the text itself, so the dummy text is its own target. ``scale``
+        weights the shared tensors in every matching loss (``SCALES``, see ``rescale``).
         """
+        check_scale(scale)
         if shared.kind != "gradient":
             raise ValueError("DLG matches one FedSGD gradient (kind='gradient'); this update is a weight delta.")
         model = shared.public_model().eval()
@@ -89,8 +103,30 @@ class TextProblem:
         else:
             labels = infer_labels(shared.update, size, shared.kind)
         use_token_set = word_name is not None and use_token_set
-        return cls(model, tokenizer, params, target, row_ids, vocab, match_words, use_token_set, size,
-                   _attack_length(shared, knowledge, word_name is not None), labels, shared.setup.num_labels, family)
+        problem = cls(model, tokenizer, params, target, row_ids, vocab, match_words, use_token_set, size,
+                      _attack_length(shared, knowledge, word_name is not None), labels, shared.setup.num_labels,
+                      family)
+        problem.rescale(scale)
+        return problem
+
+    def rescale(self, scale: str) -> None:
+        """Multiply each shared tensor, and from now on each dummy gradient, by a constant (``SCALES``).
+
+        ``none``: the raw gradients (DLG). ``global``: all divided by the update's norm, so the matching loss
+        is of order 1 whatever the gradients' size (the same minimiser: a fix for the optimiser's tolerances
+        and epsilons). ``tensor``: each tensor divided by its own norm, so every tensor weighs the same
+        (another objective: the head's gradient no longer outweighs the adapter's).
+        """
+        check_scale(scale)
+        if self.scales is not None:  # back to the raw gradients first, so that rescaling twice is harmless
+            self.target = [t / s for t, s in zip(self.target, self.scales)]
+        norms = [float(t.double().norm()) for t in self.target]
+        if scale == "none" or not any(norms):
+            self.scales = None
+            return
+        total = sum(n * n for n in norms) ** 0.5
+        self.scales = [1.0 / total if scale == "global" else (1.0 / n if n else 1.0) for n in norms]
+        self.target = [t * s for t, s in zip(self.target, self.scales)]
 
     def _embedding_rows(self) -> torch.Tensor:
         return self.model.get_input_embeddings().weight[self.row_ids]
@@ -161,7 +197,10 @@ class TextProblem:
         mask = torch.ones(embeds.shape[:2], device=embeds.device)
         loss = self._loss(self.model(inputs_embeds=embeds, attention_mask=mask).logits, label_logits, tokens)
         inputs = ([rows] if self.match_words else []) + list(self.params.values())
-        return list(torch.autograd.grad(loss, inputs, create_graph=create_graph))
+        grads = list(torch.autograd.grad(loss, inputs, create_graph=create_graph))
+        if self.scales is not None:
+            grads = [g * s for g, s in zip(grads, self.scales)]
+        return grads
 
     def discrete_distance(self, ids: list[list[int]], label_logits: torch.Tensor | None, distance: str,
                           alpha: float) -> float:
@@ -227,12 +266,13 @@ class TextProblem:
                 hook.remove()
         delta = {id(m): (d if d is not None else torch.zeros_like(o)) for m, d, o in zip(modules, deltas, outputs)}
         total = torch.zeros(n, dtype=torch.double, device=ids.device)
-        for (module, attr), target in zip(sites, self.target):
+        scales = self.scales or [1.0] * len(sites)
+        for (module, attr), target, scale in zip(sites, self.target, scales):
             x, d = seen[id(module)][0], delta[id(module)]
             if x.dim() == 2:
                 x, d = x[:, None], d[:, None]
             grad = torch.einsum("nto,nti->noi", d, x) if attr == "weight" else d.sum(1)
-            grad, target = grad.reshape(n, -1).double(), target.reshape(-1).double()
+            grad, target = grad.reshape(n, -1).double() * scale, target.reshape(-1).double()
             diff = grad - target
             if distance == "l2":
                 total += diff.pow(2).sum(1)

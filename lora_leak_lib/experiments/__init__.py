@@ -1,10 +1,11 @@
-"""The experiment layer: simulate a client's update, attack it, score it; the leakage table; the defence sweep.
+"""The experiment layer: simulate, attack and score an update; the leakage table, watched rounds, seed
+replication, defence sweep.
 
 It sits above ``fl``, ``defenses`` and ``attacks`` and is what the CLI, the lab, Flower and the benchmarks call.
 """
-from . import leakage, multi_round, sweep
+from . import leakage, multi_round, seed, sweep
 from .core import DEFAULT_ROUNDS, MAX_ROUNDS, attack_texts, attack_update, check_rounds, longest, reference_ids, score
 from .leakage import BENCHMARK, Setting, run_setting
 
 __all__ = ["BENCHMARK", "DEFAULT_ROUNDS", "MAX_ROUNDS", "Setting", "attack_texts", "attack_update", "check_rounds",
-           "leakage", "longest", "multi_round", "reference_ids", "run_setting", "score", "sweep"]
+           "leakage", "longest", "multi_round", "reference_ids", "run_setting", "score", "seed", "sweep"]
