@@ -529,9 +529,9 @@ def flower_env(run: Path) -> dict[str, str]:
     """The environment of every Flower process of a run in folder ``run``.
 
     Flower's telemetry, Flower's update check and Ray's usage stats off (nothing leaves the machine),
-    Flower's home (installed app, connection config, telemetry id) inside ``run``, this interpreter's scripts first on ``PATH`` (the
-    SuperLink starts ``flower-superexec`` and ``flwr-simulation`` by name) and this copy of the library first
-    on ``PYTHONPATH``.
+    Flower's home (installed app, connection config, telemetry id) inside ``run``, this interpreter's
+    scripts first on ``PATH`` (the SuperLink starts ``flower-superexec`` and ``flwr-simulation`` by name) and,
+    from a checkout, this copy of the library first on ``PYTHONPATH``.
     """
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", RAY_USAGE_STATS_ENABLED="0",
                FLWR_HOME=str(run / "home"))

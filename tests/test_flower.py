@@ -90,8 +90,8 @@ def deprecations(history, name):
     records, caught = SEEN[name]
     found = [line for line in history.flower_log.splitlines() if re.search("deprecat", line, re.IGNORECASE)]
     found += [r.getMessage() for r in records if "deprecat" in r.getMessage().lower()]
-    return found + [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))
-                    and ("flwr" in w.filename or "flwr" in str(w.message))]
+    return found + [str(w.message) for w in caught if "flwr" in w.filename + str(w.message)
+                    and issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
 
 
 @pytest.mark.parametrize("name", ["plain", "secure"])
