@@ -104,6 +104,15 @@ def test_flower_runs_without_deprecated_calls(runs, secure, name):
     assert not deprecations(history, name)
 
 
+def test_the_watch_hears_what_run_simulation_said():
+    from flwr.supercore.logger import warn_deprecated_feature
+
+    with watching("demo"):  # what the deprecated `run_simulation` logs in the calling process at each run
+        warn_deprecated_feature("The `run_simulation` function is deprecated")
+    found = deprecations(flower.FlowerHistory(None, flower_log="WARNING: DEPRECATED FEATURE: in a subprocess"), "demo")
+    assert len(found) == 2 and "subprocess" in found[0] and "run_simulation" in found[1]
+
+
 def test_the_app_says_where_flower_may_write_and_that_it_reports_nothing(tmp_path):
     env = flower.flower_env(tmp_path)
     assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
