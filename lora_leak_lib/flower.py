@@ -5,11 +5,20 @@ in-process simulation; the curious strategy turns every reply into the ``SharedU
 With ``run_flower(..., secure_aggregation=True)`` the same clients run Flower's SecAgg+ protocol
 (``SecAggPlusWorkflow`` and ``secaggplus_mod``): the curious strategy then sees only each round's
 aggregate, which ``FlowerHistory.captured_aggregate`` hands to the same attacks.
+``run_flower`` runs them as a Flower App (``lora_leak_lib.flower_app``) with ``flwr run``, Flower's
+supported way to run an app (its Python ``run_simulation`` is deprecated), and reads back what the server kept.
 """
 from __future__ import annotations
 
-import logging
 import os
+import pickle
+import site
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -183,6 +192,7 @@ class FlowerHistory:
     dequantised aggregate in ``aggregates``, what every reply said in the clear in ``replies``, and in
     ``distinct_payloads`` how many different parameter payloads its strategy was handed (1: only the
     aggregate). ``shards`` are the clients' private data, kept only to score attacks (``private_texts``).
+    The Flower server writes it with ``torch.save``; ``run_flower`` loads it and adds ``flower_log``.
     """
 
     setup: fl.FederatedSetup
@@ -200,6 +210,7 @@ class FlowerHistory:
     quantization_step: float | None = None  # 2·clipping_range / quantization_range, per weighted entry
     error_bound: float | None = None  # the most quantisation can move an entry of the aggregate
     shards: list[list[data.Example]] = field(default_factory=list, repr=False)
+    flower_log: str = field(default="", repr=False)  # what Flower's processes printed (run_flower)
 
     def captured(self, client_id: int, round: int) -> SharedUpdate:
         """The ``SharedUpdate`` of one client in one round, exactly as ``fl.Server.captured`` builds it."""
@@ -327,32 +338,23 @@ def default_quantization_range(n_clients: int) -> int:
     return 2 ** min(30, ((2**32 - 1) // n_clients).bit_length() - 1)
 
 
-def _fedavg_server(history: FlowerHistory, model: PeftModel, n_clients: int, rounds: int,
-                   evaluate: Callable[[object], tuple[float, float]]):
-    """The ``ServerApp`` of a plain run: the curious Message-API ``FedAvg`` sees every client's new adapter."""
+def _serve_fedavg(grid, history: FlowerHistory, model: PeftModel, n_clients: int, rounds: int,
+                  evaluate: Callable[[object], tuple[float, float]]) -> None:
+    """A plain run's server: the curious Message-API ``FedAvg`` sees every client's new adapter."""
     from flwr.app import MetricRecord
-    from flwr.serverapp import ServerApp
 
-    server = ServerApp()
-
-    @server.main()
-    def main(grid, context) -> None:
-        strategy = make_curious_fedavg(history, model, fraction_train=1.0, fraction_evaluate=0.0,
-                                       min_available_nodes=n_clients, min_train_nodes=n_clients)
-        strategy.start(grid=grid, initial_arrays=to_arrays(model), num_rounds=rounds,
-                       evaluate_fn=lambda round, arrays: MetricRecord(dict(zip(("loss", "accuracy"),
-                                                                              evaluate(arrays)))))
-
-    return server
+    strategy = make_curious_fedavg(history, model, fraction_train=1.0, fraction_evaluate=0.0,
+                                   min_available_nodes=n_clients, min_train_nodes=n_clients)
+    strategy.start(grid=grid, initial_arrays=to_arrays(model), num_rounds=rounds,
+                   evaluate_fn=lambda round, arrays: MetricRecord(dict(zip(("loss", "accuracy"), evaluate(arrays)))))
 
 
-def _secagg_server(history: FlowerHistory, model: PeftModel, n_clients: int, rounds: int,
-                   evaluate: Callable[[object], tuple[float, float]], max_weight: int, clipping_range: float,
-                   quantization_range: int):
-    """The ``ServerApp`` of a SecAgg+ run: ``DefaultWorkflow`` with ``SecAggPlusWorkflow`` as its fit step
-    (every client holds a share of every other's key, 2 of them rebuild one) and the curious legacy ``FedAvg``."""
+def _serve_secagg(grid, context, history: FlowerHistory, model: PeftModel, n_clients: int, rounds: int,
+                  evaluate: Callable[[object], tuple[float, float]], max_weight: int) -> None:
+    """A SecAgg+ run's server: ``DefaultWorkflow`` with ``SecAggPlusWorkflow`` as its fit step (every client
+    holds a share of every other's key, 2 of them rebuild one) around the curious legacy ``FedAvg``."""
     from flwr.common import ndarrays_to_parameters
-    from flwr.server import LegacyContext, ServerApp, ServerConfig
+    from flwr.server import LegacyContext, ServerConfig
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
     def legacy_evaluate(server_round, arrays, config):
@@ -364,16 +366,96 @@ def _secagg_server(history: FlowerHistory, model: PeftModel, n_clients: int, rou
         min_available_clients=n_clients, initial_parameters=ndarrays_to_parameters(peft_state(model)),
         on_fit_config_fn=lambda server_round: {"server-round": server_round},
         evaluate_fn=legacy_evaluate)
-    server = ServerApp()
+    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+        num_shares=1.0, reconstruction_threshold=2 / 3, max_weight=float(max_weight),
+        clipping_range=history.clipping_range, quantization_range=history.quantization_range))
+    workflow(grid, LegacyContext(context, config=ServerConfig(num_rounds=rounds), strategy=strategy))
 
-    @server.main()
-    def main(grid, context) -> None:
-        workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
-            num_shares=1.0, reconstruction_threshold=2 / 3, max_weight=float(max_weight),
-            clipping_range=clipping_range, quantization_range=quantization_range))
-        workflow(grid, LegacyContext(context, config=ServerConfig(num_rounds=rounds), strategy=strategy))
 
-    return server
+def secagg_ranges(n_clients: int, clipping_range: float, quantization_range: int | None) -> tuple[float, int]:
+    """Check a SecAgg+ set-up; return its clipping range and its number of levels (``None`` or 0: the finest
+    that cannot overflow)."""
+    if n_clients < 2:
+        raise ValueError(f"SecAgg+ hides each update in a sum of at least 2 clients, got n_clients={n_clients}.")
+    finest = default_quantization_range(n_clients)
+    quantization_range = quantization_range or finest
+    if not clipping_range > 0 or not 0 < quantization_range <= finest:
+        raise ValueError(f"need clipping_range > 0 and 0 < quantization_range <= {finest} for {n_clients} "
+                         f"clients (no overflow), got {clipping_range!r} and {quantization_range!r}.")
+    return float(clipping_range), int(quantization_range)
+
+
+@dataclass
+class FlowerJob:
+    """What ``run_flower`` hands the Flower processes besides the run config: the run's Python objects.
+
+    Written with cloudpickle (a ``make_client`` defined in a notebook travels by value, as Ray ships it) to
+    the file the run config's ``job`` names; the server and every client read it once per process.
+    """
+
+    setup: fl.FederatedSetup
+    shards: list[list[data.Example]]
+    evaluation: list[data.Example]
+    seed: int
+    make_client: Callable[..., fl.Client]
+
+
+_JOBS: dict[str, FlowerJob] = {}
+_CLIENT_APPS: dict[str, object] = {}
+
+
+def _job(run_config: Mapping) -> FlowerJob:
+    path = str(run_config["job"])
+    if not path:
+        raise ValueError("the run config names no job file: launch the app with flower.run_flower(...).")
+    if path not in _JOBS:
+        with open(path, "rb") as file:
+            _JOBS[path] = pickle.load(file)
+    return _JOBS[path]
+
+
+def client_app_for(run_config: Mapping):
+    """This run's ``ClientApp``, built once per process from its job: ``make_secagg_client_app`` under
+    ``secure-aggregation``, ``make_client_app`` otherwise. The app's ``ClientApp`` hands every message to it."""
+    path = str(run_config["job"])
+    if path not in _CLIENT_APPS:
+        job = _job(run_config)
+        _CLIENT_APPS[path] = (
+            make_secagg_client_app(job.setup, job.shards, job.seed, job.make_client,
+                                   float(run_config["clipping-range"]))
+            if run_config["secure-aggregation"] else make_client_app(job.setup, job.shards, job.seed, job.make_client))
+    return _CLIENT_APPS[path]
+
+
+def serve(grid, context) -> None:
+    """The ``ServerApp``'s main: run the curious FedAvg (or SecAgg+) server on the job of ``context.run_config``
+    and write the ``FlowerHistory`` it recorded to the run config's ``history`` (``torch.save``)."""
+    run_config = context.run_config
+    job = _job(run_config)
+    n_clients, rounds = len(job.shards), int(run_config["num-server-rounds"])
+    history = FlowerHistory(job.setup, secure=bool(run_config["secure-aggregation"]), shards=job.shards)
+    config.quiet()
+    config.set_seed(job.seed)
+    model = job.setup.build_model()
+
+    def evaluate(arrays) -> tuple[float, float]:
+        from_arrays(model, arrays)
+        loss, accuracy = fl.evaluate(model, job.evaluation, job.setup.model_name)
+        history.loss.append(loss)
+        history.accuracy.append(accuracy)
+        return loss, accuracy
+
+    if history.secure:
+        weight = max(len(s) for s in job.shards)
+        history.clipping_range, history.quantization_range = secagg_ranges(
+            n_clients, float(run_config["clipping-range"]), int(run_config["quantization-range"]))
+        history.quantization_step = 2 * history.clipping_range / history.quantization_range
+        # Each client's integer is off by less than one step; the sum is divided by Σ n_i / max n.
+        history.error_bound = history.quantization_step * n_clients / sum(len(s) / weight for s in job.shards)
+        _serve_secagg(grid, context, history, model, n_clients, rounds, evaluate, weight)
+    else:
+        _serve_fedavg(grid, history, model, n_clients, rounds, evaluate)
+    torch.save(history, str(run_config["history"]))
 
 
 def secagg_quantized(update: Mapping[str, torch.Tensor], clipping_range: float,
@@ -398,9 +480,11 @@ def run_flower(model_name: str = "tiny-bert", n_clients: int = 3, rounds: int = 
                make_client: Callable[..., fl.Client] = fl.Client, secure_aggregation: bool = False,
                clipping_range: float = 1.0, quantization_range: int | None = None,
                quiet: bool = True) -> FlowerHistory:
-    """``fl.run_federated`` with protocol FedAvg, on Flower's simulation engine (Ray), one node per client.
+    """``fl.run_federated`` with protocol FedAvg, on Flower's simulation runtime (Ray), one node per client.
 
     Same arguments, data split and seeds as the in-process run, so the captured updates agree with it.
+    The run is a Flower App (``lora_leak_lib/flower_app``) started with ``flwr run`` on a SuperLink of its
+    own (see ``launch``); ``quiet=False`` prints Flower's log as it runs, and ``history.flower_log`` keeps it.
     With ``secure_aggregation`` the clients send their deltas through Flower's SecAgg+ protocol: each clips
     ``(n_i / max n) · Δ_i`` to ``±clipping_range`` and quantises it to ``quantization_range`` levels
     (default: the finest that cannot overflow, ``2^30`` for 3 clients), and the server learns only the
@@ -408,52 +492,116 @@ def run_flower(model_name: str = "tiny-bert", n_clients: int = 3, rounds: int = 
     at most ``0.25`` in the head at ``lr=0.5``): the default range 1 keeps the step near ``2e-9``.
     """
     require_flower()
-    from flwr.simulation import run_simulation
-
     if secure_aggregation:
-        if n_clients < 2:
-            raise ValueError(f"SecAgg+ hides each update in a sum of at least 2 clients, got n_clients={n_clients}.")
-        quantization_range = quantization_range or default_quantization_range(n_clients)
-        if not clipping_range > 0 or not 0 < quantization_range <= default_quantization_range(n_clients):
-            raise ValueError(f"need clipping_range > 0 and 0 < quantization_range <= "
-                             f"{default_quantization_range(n_clients)} for {n_clients} clients (no overflow), got "
-                             f"{clipping_range!r} and {quantization_range!r}.")
-    if quiet:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        clipping_range, quantization_range = secagg_ranges(n_clients, clipping_range, quantization_range)
     setup = fl.FederatedSetup(model_name, rank, alpha, protocol="fedavg", lr=lr, local_steps=local_steps,
                               optimizer=optimizer, batch_size=batch_size, model_seed=seed)
     shards, evaluation = fl.split_among_clients(fl.load_examples(source, limit, seed), n_clients, held_out, seed)
-    config.set_seed(seed)
-    model = setup.build_model()
-    history = FlowerHistory(setup, secure=secure_aggregation, shards=shards)
+    from ray import cloudpickle
 
-    def evaluate(arrays) -> tuple[float, float]:
-        from_arrays(model, arrays)
-        loss, accuracy = fl.evaluate(model, evaluation, model_name)
-        history.loss.append(loss)
-        history.accuracy.append(accuracy)
-        return loss, accuracy
-
-    if secure_aggregation:
-        weight = max(len(s) for s in shards)
-        history.clipping_range, history.quantization_range = clipping_range, quantization_range
-        history.quantization_step = 2 * clipping_range / quantization_range
-        # Each client's integer is off by less than one step; the sum is divided by Σ n_i / max n.
-        history.error_bound = history.quantization_step * n_clients / sum(len(s) / weight for s in shards)
-        server = _secagg_server(history, model, n_clients, rounds, evaluate, weight, clipping_range,
-                                quantization_range)
-        client = make_secagg_client_app(setup, shards, seed, make_client, clipping_range)
-    else:
-        server = _fedavg_server(history, model, n_clients, rounds, evaluate)
-        client = make_client_app(setup, shards, seed, make_client)
-    run_simulation(server_app=server, client_app=client, num_supernodes=n_clients,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-                   verbose_logging=not quiet)
+    with tempfile.TemporaryDirectory(prefix="lora-leak-flower-") as folder:
+        run = Path(folder)
+        with open(run / "job.pkl", "wb") as file:
+            cloudpickle.dump(FlowerJob(setup, shards, evaluation, seed, make_client), file)
+        log = launch(run, n_clients, {
+            "job": str(run / "job.pkl"), "history": str(run / "history.pt"), "num-server-rounds": rounds,
+            "secure-aggregation": secure_aggregation, "clipping-range": float(clipping_range),
+            "quantization-range": int(quantization_range or 0)}, quiet)
+        if not (run / "history.pt").exists():
+            raise RuntimeError("the Flower run ended without a history; its log ends with:\n"
+                               + "\n".join(log.splitlines()[-60:]))
+        history = torch.load(run / "history.pt", weights_only=False)
+    history.flower_log = log
     done = len(history.aggregates) if secure_aggregation else len(history.received) // n_clients
     if len(history.sent) != rounds or done != rounds:
-        raise RuntimeError(f"the Flower run finished {done} of {rounds} rounds: see its log above.")
+        raise RuntimeError(f"the Flower run finished {done} of {rounds} rounds: see history.flower_log.")
     clipped = sum(r.clipped for r in history.replies.values())
     if clipped:
         warnings.warn(f"SecAgg+ clipped {clipped} update entries at ±{clipping_range}: raise clipping_range.",
                       stacklevel=2)
     return history
+
+
+APP = Path(__file__).parent / "flower_app"  # the Flower App that run_flower launches
+
+
+def flower_env(run: Path) -> dict[str, str]:
+    """The environment of every Flower process of a run in folder ``run``.
+
+    Flower's telemetry, Flower's update check and Ray's usage stats off (nothing leaves the machine),
+    Flower's home (installed app, connection config, telemetry id) inside ``run``, this interpreter's
+    scripts first on ``PATH`` (the SuperLink starts ``flower-superexec`` and ``flwr-simulation`` by name) and,
+    from a checkout, this copy of the library first on ``PYTHONPATH``.
+    """
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", RAY_USAGE_STATS_ENABLED="0",
+               FLWR_HOME=str(run / "home"))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    root = str(Path(__file__).parents[1])
+    if root not in {*site.getsitepackages(), site.getusersitepackages()}:  # a checkout: the same code everywhere
+        env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    return env
+
+
+def launch(run: Path, n_clients: int, run_config: Mapping[str, object], quiet: bool = True) -> str:
+    """Run the course's Flower App the way Flower 1.42 runs an app: ``flwr run`` against a SuperLink.
+
+    The SuperLink is this run's own (``flower-superlink --simulation`` on a free local port, its state in
+    memory, no runtime dependency installation) and stops when the run ends; it starts the simulation
+    runtime (``flwr-simulation``: the ``ServerApp`` in a thread, one Ray actor per ``num_cpus=1`` share
+    running the ``ClientApp`` of ``n_clients`` simulated SuperNodes). ``run_config`` overrides the app's
+    ``[tool.flwr.app.config]``. Return Flower's log: the SuperLink's, then the run's log stream."""
+    import psutil
+    import tomli_w
+
+    env = flower_env(run)
+    home = Path(env["FLWR_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (home / "config.toml").write_text(tomli_w.dumps(
+        {"superlink": {"default": "course", "course": {"address": f"127.0.0.1:{port}", "insecure": True}}}))
+    (run / "run-config.toml").write_text(tomli_w.dumps(dict(run_config)))
+    superlink_log = run / "superlink.log"
+    with open(superlink_log, "w") as out:
+        superlink = subprocess.Popen(
+            ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
+             "--disable-runtime-dependency-installation"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        while not _serving(port):
+            if superlink.poll() is not None:
+                raise RuntimeError(f"the Flower SuperLink exited with code {superlink.returncode}:\n"
+                                   + superlink_log.read_text())
+            time.sleep(0.2)
+        federation = (f"num-supernodes={n_clients} client-resources-num-cpus=1 client-resources-num-gpus=0.0 "
+                      f"verbose={str(not quiet).lower()}")
+        with subprocess.Popen(["flwr", "run", str(APP), "course", "--run-config", str(run / "run-config.toml"),
+                               "--federation-config", federation, "--stream"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as stream:
+            for line in stream.stdout:
+                lines.append(line)
+                if not quiet:
+                    print(line, end="", flush=True)
+    finally:
+        try:
+            runtime = psutil.Process(superlink.pid).children(recursive=True)  # SuperExec, simulation, Ray
+        except psutil.Error:
+            runtime = []
+        superlink.terminate()
+        try:
+            superlink.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            superlink.kill()
+        for process in psutil.wait_procs(runtime, timeout=60)[1]:
+            process.kill()
+    return f"--- the SuperLink's log ---\n{superlink_log.read_text()}--- the run's log ---\n{''.join(lines)}"
+
+
+def _serving(port: int) -> bool:
+    """True once the SuperLink on ``port`` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False

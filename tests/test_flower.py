@@ -1,5 +1,10 @@
 """The Flower run sends only adapter tensors and captures the same updates as the in-process simulation."""
+import contextlib
+import logging
 import os
+import re
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,12 +19,31 @@ if not flower.flower_available():
     pytest.skip(flower.INSTALL_HINT, allow_module_level=True)
 
 SETTINGS = dict(n_clients=3, rounds=2, lr=0.5, local_steps=1, optimizer="sgd", batch_size=1, seed=0)
+SEEN: dict[str, tuple[list[logging.LogRecord], list[warnings.WarningMessage]]] = {}
+
+
+@contextlib.contextmanager
+def watching(name):
+    """Keep what this process hears while a run goes: Flower's log records (Flower warns of a deprecated call
+    through its logger ``flwr``, ``flwr.supercore.logger.warn_deprecated_feature``) and every warning."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logging.getLogger("flwr").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        logging.getLogger("flwr").removeHandler(handler)
+    SEEN[name] = records, caught
 
 
 @pytest.fixture(scope="module")
 def runs():
     ll.setup()
-    on_flower = flower.run_flower("minilm", **SETTINGS)
+    with watching("plain"):
+        on_flower = flower.run_flower("minilm", **SETTINGS)
     in_process = ll.fl.run_federated("minilm", protocol="fedavg", progress=False, **SETTINGS)
     return on_flower, in_process
 
@@ -61,6 +85,47 @@ def test_attack_gives_the_same_reconstruction(runs):
     assert ll.metrics.rouge(truth, from_flower.texts[0])["rouge1"] > 0.9
 
 
+def deprecations(history, name):
+    """Every deprecation a run reported: in Flower's processes (their logs) and in this one."""
+    records, caught = SEEN[name]
+    found = [line for line in history.flower_log.splitlines() if re.search("deprecat", line, re.IGNORECASE)]
+    found += [r.getMessage() for r in records if "deprecat" in r.getMessage().lower()]
+    return found + [str(w.message) for w in caught if "flwr" in w.filename + str(w.message)
+                    and issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+
+
+@pytest.mark.parametrize("name", ["plain", "secure"])
+def test_flower_runs_without_deprecated_calls(runs, secure, name):
+    history = runs[0] if name == "plain" else secure
+    rounds = SETTINGS["rounds"]
+    # the log is the server's and the SuperLink's: it holds the last round ("[ROUND 2/2]", legacy "[ROUND 2]")
+    # and the SuperLink's start
+    assert f"[ROUND {rounds}" in history.flower_log and "Starting Flower SuperLink" in history.flower_log
+    assert not deprecations(history, name)
+
+
+def test_the_watch_hears_what_run_simulation_said():
+    from flwr.supercore.logger import warn_deprecated_feature
+
+    with watching("demo"):  # what the deprecated `run_simulation` logs in the calling process at each run
+        warn_deprecated_feature("The `run_simulation` function is deprecated")
+    found = deprecations(flower.FlowerHistory(None, flower_log="WARNING: DEPRECATED FEATURE: in a subprocess"), "demo")
+    assert len(found) == 2 and "subprocess" in found[0] and "run_simulation" in found[1]
+
+
+def test_the_app_says_where_flower_may_write_and_that_it_reports_nothing(tmp_path):
+    env = flower.flower_env(tmp_path)
+    assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert Path(env["FLWR_HOME"]).parent == tmp_path  # the app, the connection and Flower's id file: all temporary
+    from flwr.cli.config_utils import load_and_validate
+
+    config, problems = load_and_validate(flower.APP / "pyproject.toml")  # what `flwr run` checks first
+    assert not problems
+    assert config["tool"]["flwr"]["app"]["components"] == {"serverapp": "lora_leak_lib.flower_app:server_app",
+                                                           "clientapp": "lora_leak_lib.flower_app:client_app"}
+
+
 def test_missing_flower_gives_one_line(monkeypatch):
     monkeypatch.setattr(flower, "flower_available", lambda: False)
     with pytest.raises(ValueError, match=r"pip install -e \"\.\[flower\]\""):
@@ -73,7 +138,8 @@ def test_missing_flower_gives_one_line(monkeypatch):
 @pytest.fixture(scope="module")
 def secure():
     ll.setup()
-    return flower.run_flower("minilm", secure_aggregation=True, **SETTINGS)
+    with watching("secure"):
+        return flower.run_flower("minilm", secure_aggregation=True, **SETTINGS)
 
 
 def plain_mean(history, round):
