@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -249,6 +249,19 @@ def check_available(name: str) -> ModelSpec:
     elif spec.weights is not None or spec.tokenizer is not None:
         (spec.weights or spec.tokenizer)()
     return spec
+
+
+def available(names: Sequence[str]) -> list[str]:
+    """The registered ``names`` that load here: offline ones with their package installed, hub ones with the hub
+    reachable (each is checked with ``check_available``)."""
+    usable = []
+    for name in names:
+        try:
+            check_available(name)
+        except ValueError:
+            continue
+        usable.append(name)
+    return usable
 
 
 def architecture(name: str, num_labels: int = 2) -> nn.Module:
