@@ -1,8 +1,11 @@
 """A server that watches a client over several rounds, and one that chooses the adapter it sends."""
+import json
+
 import pytest
 import torch
 
 import lora_leak_lib as ll
+from lora_leak_lib import cli
 from lora_leak_lib.attacks import inputs as span_inputs
 from lora_leak_lib.experiments.multi_round import Watch, attack_watched, watched_messages
 
@@ -92,9 +95,18 @@ def test_malicious_server_sends_and_keeps_the_crafted_adapter():
 
 
 def test_cli_attacks_round_zero_through_a_malicious_server(capsys):
-    from lora_leak_lib import cli
-
     assert cli.main(["attack", "--text", "my pin is four four two", "--rounds", "0", "--server", "malicious",
                      "--attack", "span", "--rank", "4"]) == 0
     out = capsys.readouterr().out
     assert "reconstruction : my pin is four four two" in out and "malicious server" in out
+
+
+def test_the_cli_rebuilds_a_batch_beyond_one_rounds_span_from_four_watched_rounds(tmp_path, capsys):
+    path = tmp_path / "batch.txt"
+    texts = ["cold soup today", "blue horse runs", "my pin code", "send more cash"]
+    path.write_text("\n".join(texts) + "\n")
+    assert cli.main(["attack", "--batch", "4", "--observed-rounds", "4", "--rank", "2", "--file", str(path),
+                        "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r["reconstruction"] for r in rows) == sorted(texts)
+    assert all(r["batch_size"] == 4 and r["observed_rounds"] == 4 for r in rows)
