@@ -34,7 +34,7 @@ def client_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     """The loss a client trains on, for one batch: the mean cross-entropy of its labels for a sequence
     classifier, of every next token of its texts for a decoder (``labels`` are then not used)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    kind = models.family_of(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    kind = models.family_of(model)
     return kind.loss(logits, input_ids if kind.is_decoder else labels, attention_mask)
 
 def shared_gradients(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -173,7 +173,8 @@ def family(name: str) -> Family:
 
 
 def family_of(model: nn.Module) -> Family:
-    """The family of a model (peft-wrapped or not), from its config's ``model_type``."""
+    """The family of a model (peft-wrapped or not: a ``PeftModel`` passes ``config`` through), from its config's
+    ``model_type``."""
     kind = getattr(getattr(model, "config", None), "model_type", None)
     if kind not in FAMILIES:
         raise ValueError(f"model type {kind!r} is not a family the course knows: use one of {', '.join(FAMILIES)}.")
@@ -372,7 +373,7 @@ class InputTables:
 
 def input_tables(model: nn.Module) -> InputTables:
     """The public tables of the first layer's inputs of a (peft-wrapped) model, whatever its family."""
-    base, kind = base_of(model), family_of(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    base, kind = base_of(model), family_of(model)
     words = base.get_submodule(kind.word_embeddings).weight.detach().double()
     positions = base.get_submodule(kind.position_embeddings).weight.detach().double()[kind.position_offset:]
     if kind.token_type_embeddings is not None:

@@ -99,8 +99,7 @@ class LayerResidual:
 
 def _reader(model: torch.nn.Module, layer: int) -> torch.nn.Module:
     """The first module of ``layer`` that reads the layer's input (BERT's query, MPNet's q, GPT-2's c_attn)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kind = models.family_of(inner)
+    kind = models.family_of(model)
     pattern = re.compile(rf"^{re.escape(kind.layer_prefix.format(layer))}(.*\.)?({'|'.join(kind.layer_inputs)})$")
     for name, module in models.base_of(model).named_modules():
         if pattern.match(name):

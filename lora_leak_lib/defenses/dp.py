@@ -38,7 +38,7 @@ def per_sample_gradients(model: nn.Module, input_ids: torch.Tensor, attention_ma
         raise ValueError("input_ids, attention_mask and labels must hold the same, non-zero number of sentences.")
     trainable = OrderedDict((n, p.detach()) for n, p in model.named_parameters() if p.requires_grad)
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    kind = models.family_of(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    kind = models.family_of(model)
 
     def loss_one(params, ids, mask, label):
         out = functional_call(model, {**frozen, **params}, args=(),
