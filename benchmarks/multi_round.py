@@ -3,7 +3,7 @@
 Run from the repository root: ``python benchmarks/multi_round.py --groups fedsgd [--data ../shared/data/rt-polarity]``.
 Groups: ``fedsgd`` (the same batch R times, FedSGD gradients), ``length`` (16 and 32 tokens, for the cost plot), ``fedavg`` (FedAvg deltas of E local steps),
 ``resampled`` (a batch drawn afresh each round from a larger local set), ``round0`` (honest vs malicious server at
-round 0), ``cost`` (the cost plot from every row written so far). Prints one row per setting, merges the rows into
+round 0), ``layers`` (64 tokens, one round: the later-layer search summing layers 0-1, 0-3 or 0-5), ``cost`` (the cost plot from every row written so far). Prints one row per setting, merges the rows into
 ``benchmarks/results/multi_round.json`` (a row of the same setting is replaced) and writes the cost plot
 ``benchmarks/results/multi_round_cost.png``.
 """
@@ -26,7 +26,8 @@ from lora_leak_lib.experiments.multi_round import Watch, attack_watched
 @dataclass(frozen=True)
 class Row:
     """One row: a model, sentences of ``tokens`` tokens, ``batch`` sentences a message (``local`` held by the
-    client when it draws a new batch each round), ``rounds`` honest training steps before, and the watch."""
+    client when it draws a new batch each round), ``rounds`` honest training steps before, the watch, and the
+    attack with its knobs (``(name, value)`` pairs)."""
 
     group: str
     model: str
@@ -35,10 +36,15 @@ class Row:
     watch: Watch
     rounds: int = 20
     local: int | None = None
+    attack: str = "lora-best"
+    knobs: tuple[tuple[str, object], ...] = ()
 
     def key(self) -> str:
         local = f", local set {self.local}" if self.local else ""
-        return f"{self.model}, {self.batch} x {self.tokens} tokens{local}, round {self.rounds}, {self.watch.label()}"
+        attack = "" if self.attack == "lora-best" and not self.knobs else \
+            f", {self.attack}" + "".join(f" {k}={v}" for k, v in self.knobs)
+        return (f"{self.model}, {self.batch} x {self.tokens} tokens{local}, round {self.rounds}, "
+                f"{self.watch.label()}{attack}")
 
 
 def rows_of(group: str, observed: list[int]) -> list[Row]:
@@ -60,7 +66,10 @@ def rows_of(group: str, observed: list[int]) -> list[Row]:
     if group == "round0":
         return [Row("round0", m, 16, b, Watch(server=s), rounds=0) for m in ("tiny-bert", "minilm")
                 for b in (1, 4) for s in ("honest", "malicious")]
-    raise ValueError(f"unknown group {group!r}: choose fedsgd, fedavg, resampled, round0 or cost.")
+    if group == "layers":
+        return [Row("layers", "minilm", 64, 1, Watch(), attack="later-layers", knobs=(("layers", tuple(range(n))),))
+                for n in (2, 4, 6)]
+    raise ValueError(f"unknown group {group!r}: choose fedsgd, length, fedavg, resampled, round0, layers or cost.")
 
 
 def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dlg_steps: int) -> dict:
@@ -71,12 +80,13 @@ def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dl
     messages = max(1, count // row.batch)
     chosen = ll.data.truncate_to_tokens(tokenizer, examples, row.tokens, messages * per_message)
     knobs = {"dlg_steps": dlg_steps} if row.rounds == 0 and row.watch.server == "honest" else {}
+    knobs.update(row.knobs)
     sentences: list[dict] = []
     attacks, tests = [], []
     for i in range(messages):
         part = chosen[i * per_message:(i + 1) * per_message]
         scored = attack_watched([e.text for e in part], [e.label for e in part], row.model, 8, row.rounds,
-                                row.watch, "lora-best", seed, time_span_test=True, **knobs)
+                                row.watch, row.attack, seed, time_span_test=True, **knobs)
         sentences += scored
         attacks.append(scored[0]["attack_seconds"])
         if scored[0]["span_test_seconds"] is not None:
@@ -87,7 +97,8 @@ def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dl
         s.pop("original", None)
         s.pop("reconstruction", None)
     return {"key": row.key(), "group": row.group, "model": row.model, "tokens": row.tokens, "batch": row.batch,
-            "local": row.local, "rounds": row.rounds, **asdict(row.watch), "messages": messages,
+            "local": row.local, "rounds": row.rounds, **asdict(row.watch), "attack": row.attack,
+            "knobs": dict(row.knobs), "messages": messages,
             "sentences": len(sentences), **{k: summary[k]["mean"] for k in keys if k in summary},
             "span_test_seconds": sum(tests) / len(tests) if tests else None,
             "attack_seconds": sum(attacks) / messages,
@@ -124,7 +135,7 @@ def cost_plot(rows: list[dict], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
-    parser.add_argument("--groups", default="fedsgd", help="comma-separated: fedsgd, length, fedavg, resampled, round0, cost")
+    parser.add_argument("--groups", default="fedsgd", help="comma-separated: fedsgd, length, fedavg, resampled, round0, layers, cost")
     parser.add_argument("--observed", default="1,2,4,8", help="R values, comma-separated")
     parser.add_argument("--count", type=int, default=8, help="sentences per row (batch rows: whole batches)")
     parser.add_argument("--long-count", type=int, default=3, help="sentences for 64-token rows with R = 1")
