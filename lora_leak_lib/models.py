@@ -74,7 +74,9 @@ class Family:
              ) -> torch.Tensor:
         """The client's mean loss: cross-entropy on its labels (``targets`` ``(N,)``) for a classifier; for a
         decoder, on every next token, ``targets`` being the token ids ``(N, T)`` (padding masked out) or a
-        distribution over the vocabulary per position ``(N, T, V)`` (DLG's relaxed dummy text)."""
+        distribution over the vocabulary per position ``(N, T, V)`` (DLG's relaxed dummy text). Targets made
+        on the CPU follow the logits to their device."""
+        targets = targets.to(logits.device)
         if not self.is_decoder:
             if targets.dim() == 2 and targets.is_floating_point():  # a soft label per text
                 return -(targets * logits.log_softmax(-1)).sum(-1).mean()

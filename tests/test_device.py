@@ -117,3 +117,12 @@ def test_the_mode_follows_where_the_work_runs(monkeypatch):
     monkeypatch.setattr(config, "_chosen", None)
     monkeypatch.setenv(config.DEVICE_VARIABLE, "")
     assert config.mode() == "full"
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_targets_made_on_the_cpu_follow_the_logits(family):
+    # A notebook writes torch.tensor([label]) on the CPU while the model runs on the GPU; the loss must not mind.
+    # The meta device stands in for a GPU: a CPU tensor beside a meta one is the same mismatch.
+    logits = torch.randn(2, 5, 7, device="meta") if family == "gpt2" else torch.randn(2, 2, device="meta")
+    targets = torch.randint(0, 7, (2, 5)) if family == "gpt2" else torch.tensor([0, 1])
+    assert models.FAMILIES[family].loss(logits, targets).device.type == "meta"

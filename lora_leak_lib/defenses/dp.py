@@ -36,6 +36,8 @@ def per_sample_gradients(model: nn.Module, input_ids: torch.Tensor, attention_ma
     """``dL_i/dθ`` for every sentence ``i`` of the batch separately: each tensor gains a leading batch axis."""
     if not (len(input_ids) == len(attention_mask) == len(labels)) or len(labels) == 0:
         raise ValueError("input_ids, attention_mask and labels must hold the same, non-zero number of sentences.")
+    device = next(model.parameters()).device  # ids and labels made on the CPU follow the model
+    input_ids, attention_mask, labels = (torch.as_tensor(t, device=device) for t in (input_ids, attention_mask, labels))
     trainable = OrderedDict((n, p.detach()) for n, p in model.named_parameters() if p.requires_grad)
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     kind = models.family_of(model)
