@@ -86,7 +86,8 @@ def match_gradients(gradient_fn: Callable[[], list[torch.Tensor]], target: list[
 def classifier_gradients(model: nn.Module, inputs: torch.Tensor, labels: Sequence[int]) -> OrderedDict[str, torch.Tensor]:
     """The shared gradient of a classifier on continuous inputs: ``dL/dθ`` of the cross-entropy, by name."""
     params = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    loss = nn.functional.cross_entropy(model(inputs), torch.as_tensor(list(labels)))
+    device = next(iter(params.values())).device  # inputs and labels follow the model
+    loss = nn.functional.cross_entropy(model(inputs.to(device)), torch.as_tensor(list(labels), device=device))
     grads = torch.autograd.grad(loss, list(params.values()))
     return OrderedDict((n, g.detach()) for n, g in zip(params, grads))
 
@@ -113,8 +114,9 @@ def deep_leakage(model: nn.Module, shared: dict[str, torch.Tensor], input_shape:
     params = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
     check_update(shared, {n: p.shape for n, p in params.items()})
     config.set_seed(seed)
-    dummy = torch.randn(*input_shape, requires_grad=True)
-    label_logits = torch.randn(input_shape[0], num_classes, requires_grad=labels is None)
+    device = next(iter(params.values())).device  # drawn on the CPU, so a seed gives the same start anywhere
+    dummy = torch.randn(*input_shape, device="cpu").to(device).requires_grad_(True)
+    label_logits = torch.randn(input_shape[0], num_classes, device="cpu").to(device).requires_grad_(labels is None)
     target = [shared[n].detach() for n in params]
 
     def gradient_fn() -> list[torch.Tensor]:
@@ -122,7 +124,7 @@ def deep_leakage(model: nn.Module, shared: dict[str, torch.Tensor], input_shape:
         if labels is None:
             loss = soft_label_loss(logits, label_logits)
         else:
-            loss = nn.functional.cross_entropy(logits, torch.as_tensor(list(labels)))
+            loss = nn.functional.cross_entropy(logits, torch.as_tensor(list(labels), device=device))
         return list(torch.autograd.grad(loss, list(params.values()), create_graph=True))
 
     variables = [dummy, label_logits] if labels is None else [dummy]
