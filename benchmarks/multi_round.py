@@ -3,7 +3,9 @@
 Run from the repository root: ``python benchmarks/multi_round.py --groups fedsgd [--data ../shared/data/rt-polarity]``.
 Groups: ``fedsgd`` (the same batch R times, FedSGD gradients), ``length`` (16 and 32 tokens, for the cost plot), ``fedavg`` (FedAvg deltas of E local steps),
 ``resampled`` (a batch drawn afresh each round from a larger local set), ``round0`` (honest vs malicious server at
-round 0), ``layers`` (64 tokens, one round: the later-layer search summing layers 0-1, 0-3 or 0-5), ``cost`` (the cost plot from every row written so far). Prints one row per setting, merges the rows into
+round 0), ``layers`` (64 tokens, one round: the later-layer search summing layers 0-1, 0-3 or 0-5), ``round0-why``
+(why an honest round 0 misses: DLG's exact matching loss of the true sentence against the one the attack returns,
+``--only`` picks the model), ``cost`` (the cost plot from every row written so far). Prints one row per setting, merges the rows into
 ``benchmarks/results/multi_round.json`` (a row of the same setting is replaced) and writes the cost plot
 ``benchmarks/results/multi_round_cost.png``.
 """
@@ -105,6 +107,36 @@ def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dl
             "rows": sentences}
 
 
+def round0_why(model: str, examples: list[ll.data.Example], count: int, seed: int, dlg_steps: int) -> dict:
+    """Round 0, honest server, one sentence a message: is the objective or the search to blame for a miss?
+
+    For each sentence, DLG's exact matching loss (cosine, the one ``lora-best`` minimises at round 0) of the true
+    sentence and of the sentence the attack returns. The truth scores 0 up to rounding, so a returned sentence with
+    a higher loss is a search that stopped in a local minimum, not an objective that prefers a wrong text."""
+    from lora_leak_lib.attacks import Knowledge, get_attack, matching_losses
+
+    tokenizer = ll.models.load_tokenizer(model)
+    chosen = ll.data.truncate_to_tokens(tokenizer, examples, 16, count)
+    attack = get_attack("lora-best", dlg_steps=dlg_steps)
+    rows = []
+    for example in chosen:
+        shared = ll.fl.capture_update([example.text], [example.label], model, rank=8, rounds=0, seed=seed)
+        truth = tokenizer(example.text)["input_ids"][1:-1]
+        found = attack.reconstruct(shared, Knowledge(length=len(truth)))
+        true_loss, found_loss = matching_losses(shared, [truth, found.token_ids[0]])
+        rows.append({"token_accuracy": ll.metrics.token_accuracy(truth, found.token_ids[0]),
+                     "true_loss": true_loss, "found_loss": found_loss, "seconds": found.seconds})
+    misses = [r for r in rows if r["token_accuracy"] < 1.0]
+    return {"key": f"{model}, 1 x 16 tokens, round 0, why honest misses", "group": "round0-why", "model": model,
+            "tokens": 16, "batch": 1, "rounds": 0, "observed_rounds": 1, "messages": len(rows),
+            "sentences": len(rows), "token_accuracy": sum(r["token_accuracy"] for r in rows) / len(rows),
+            "misses": len(misses), "misses_above_truth": sum(r["found_loss"] > r["true_loss"] for r in misses),
+            "max_true_loss": max(r["true_loss"] for r in rows),
+            "min_miss_loss": min((r["found_loss"] for r in misses), default=None),
+            "seconds": sum(r["seconds"] for r in rows) / len(rows), "span_test_seconds": None,
+            "attack_seconds": sum(r["seconds"] for r in rows) / len(rows), "rows": rows}
+
+
 def cost_plot(rows: list[dict], out: Path) -> None:
     """Seconds per message of the span test alone and of everything else (search), against the inputs the
     span must explain (one sentence of 16, 32, 64 tokens; batches of 4 and 8 sentences of 16), one line per R."""
@@ -135,7 +167,7 @@ def cost_plot(rows: list[dict], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
-    parser.add_argument("--groups", default="fedsgd", help="comma-separated: fedsgd, length, fedavg, resampled, round0, layers, cost")
+    parser.add_argument("--groups", default="fedsgd", help="comma-separated: fedsgd, length, fedavg, resampled, round0, layers, round0-why, cost")
     parser.add_argument("--observed", default="1,2,4,8", help="R values, comma-separated")
     parser.add_argument("--count", type=int, default=8, help="sentences per row (batch rows: whole batches)")
     parser.add_argument("--long-count", type=int, default=3, help="sentences for 64-token rows with R = 1")
@@ -148,7 +180,7 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"runs": [], "rows": []}
     observed = [int(r) for r in args.observed.split(",")]
-    groups = [g for g in args.groups.split(",") if g != "cost"]
+    groups = [g for g in args.groups.split(",") if g not in ("cost", "round0-why")]
     todo = [row for g in groups for row in rows_of(g, observed) if args.only in row.key()]
     examples = ll.data.rotten_tomatoes(args.data, seed=args.seed)
     results["runs"].append({"command": " ".join(os.sys.argv), "cpu": platform.processor() or platform.machine(),
@@ -167,6 +199,15 @@ def main() -> None:
               f"{result['seconds']:>7.2f} {test if test is not None else float('nan'):>7.3f}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
+    if "round0-why" in args.groups.split(","):
+        start = time.perf_counter()
+        result = round0_why(args.only or "tiny-bert", examples, args.count, args.seed, args.dlg_steps)
+        result["wall_seconds"], result["load_average"] = time.perf_counter() - start, os.getloadavg()[0]
+        results["rows"] = [r for r in results["rows"] if r["key"] != result["key"]] + [result]
+        out.write_text(json.dumps(results, indent=1))
+        print(f"{result['key']}: {result['sentences']} sentences, token accuracy {result['token_accuracy']:.1%}, "
+              f"{result['misses']} missed, {result['misses_above_truth']} of them with a higher matching loss than "
+              f"the truth (truth at most {result['max_true_loss']:.1e}, misses from {result['min_miss_loss']})")
     if "cost" in args.groups.split(","):
         cost_plot(results["rows"], out.with_name("multi_round_cost.png"))
 
