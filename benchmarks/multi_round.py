@@ -145,7 +145,8 @@ def cost_plot(rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = [r for r in rows if r["group"] in ("fedsgd", "length") and r["span_test_seconds"]]
+    default = [r for r in rows if r["group"] == "layers" and r["knobs"].get("layers") == [0, 1]]  # lora-best's search
+    chosen = [r for r in rows if r["group"] in ("fedsgd", "length") and r["span_test_seconds"]] + default
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, observed in enumerate(sorted({r["observed_rounds"] for r in chosen})):
         part = sorted((r for r in chosen if r["observed_rounds"] == observed), key=lambda r: r["batch"] * r["tokens"])
