@@ -207,3 +207,23 @@ def test_dlg_lbfgs_tolerances_are_a_knob():
                            learn_label=True, steps=3, lbfgs_tolerances=(0.0, 0.0), scale="global")
     rec = attack.reconstruct(shared, Knowledge(length=4))
     assert len(rec.token_ids[0]) == 4 and len(rec.loss_history) == 3 and attack.variant.endswith("l2/global-lbfgs")
+
+
+def test_kicks_restart_the_search_and_never_end_worse_than_one_descent():
+    # round 0 (B = 0): the greedy search stops in a local minimum; kicks restart it from perturbations of the best
+    text = "the nurse said my results were fine"
+    shared = ll.fl.capture_update([text], [1], "tiny-bert", rank=8, rounds=0)
+    knowledge = Knowledge(length=7)
+    plain = DLG(distance="cosine", lr=0.3, steps=20, search_steps=10, progress=False)
+    kicked = dataclasses.replace(plain, kicks=3, kick_size=3)
+    once, first, again = plain.reconstruct(shared, knowledge), kicked.reconstruct(shared, knowledge), \
+        kicked.reconstruct(shared, knowledge)
+    assert first.loss < once.loss  # the first descent is the plain one; a kick is kept only if it does better
+    assert first.token_ids == again.token_ids  # the kicks' draws are seeded
+
+
+@pytest.mark.parametrize("knob, value", [("kicks", -1), ("kick_size", 0), ("kicks", 1.5)])
+def test_kick_knobs_are_counts(knob, value):
+    shared = ll.fl.capture_update([TEXT], [0], "tiny-bert", rank=4, rounds=0)
+    with pytest.raises(ValueError, match=f"{knob} counts the discrete search's steps"):
+        dataclasses.replace(DLG(progress=False), **{knob: value}).reconstruct(shared, Knowledge(length=4))

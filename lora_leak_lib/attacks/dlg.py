@@ -159,7 +159,10 @@ class DLG:
     keeps its ``shortlist`` most likely tokens per position, the start is the restart whose decoded text has
     the lowest *discrete* matching loss, and then each step applies the best single-token substitution (from
     the shortlists and the ``gradient_candidates`` tokens a first-order expansion of the loss prefers) or pair
-    swap, scored exactly in batches (``TextProblem.batch_distances``), until none lowers the loss.
+    swap, scored exactly in batches (``TextProblem.batch_distances``), until none lowers the loss. ``kicks`` > 0
+    makes it an iterated local search: from the best sentence so far, ``kick_size`` random positions take a
+    random shortlisted token and the descent runs again, ``kicks`` times, keeping whatever scores best (the
+    draws come from a generator seeded by ``seed``, so the same seed gives the same sentence anywhere).
     """
 
     parametrisation: str = "relaxed"
@@ -179,6 +182,8 @@ class DLG:
     shortlist: int = 16
     search_steps: int = 0
     gradient_candidates: int = 16
+    kicks: int = 0
+    kick_size: int = 3
     scale: str = "none"
     lbfgs_tolerances: tuple[float, float] = LBFGS_TOLERANCES
 
@@ -204,6 +209,10 @@ class DLG:
         _check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_distance(self.distance)
         check_scale(self.scale)
+        for knob, least in (("kicks", 0), ("kick_size", 1)):
+            value = getattr(self, knob)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{knob} counts the discrete search's steps, {least} or more, got {value!r}.")
         previous = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
@@ -274,16 +283,34 @@ class DLG:
 
     def search(self, problem: TextProblem, ids: list[list[int]], shortlist: torch.Tensor,
                variables: list[torch.Tensor]) -> list[list[int]]:
-        """Greedy discrete search for one sentence: best single-token substitution or pair swap, each step.
-
-        ``shortlist`` holds candidate tokens per position (``length × k``); the first-order candidates at
-        the current text join them at every step. Stops after ``search_steps`` steps, when nothing
-        lowers the exact matching loss, or when the loss is zero up to rounding.
-        """
+        """Greedy discrete search for one sentence, then ``kicks`` restarts of it from random perturbations
+        of the best sentence so far (iterated local search); returns the best sentence found."""
         if problem.batch_size != 1:
             return ids
         label = variables[1].detach() if problem.fixed_labels is None else None
-        sentence = list(ids[0])
+        best_sentence, best = self.descend(problem, list(ids[0]), shortlist, label)
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.kicks):
+            if best <= REFINE_TOL:
+                break
+            sentence = list(best_sentence)
+            positions = torch.randint(len(sentence), (self.kick_size,), generator=generator, device="cpu")
+            picks = torch.randint(shortlist.shape[1], (self.kick_size,), generator=generator, device="cpu")
+            for p, k in zip(positions.tolist(), picks.tolist()):
+                sentence[p] = int(shortlist[p][k])
+            sentence, value = self.descend(problem, sentence, shortlist, label)
+            if value < best:
+                best_sentence, best = sentence, value
+        return [best_sentence]
+
+    def descend(self, problem: TextProblem, sentence: list[int], shortlist: torch.Tensor,
+                label: torch.Tensor | None) -> tuple[list[int], float]:
+        """Greedy descent from ``sentence``: the best single-token substitution or pair swap, each step.
+
+        ``shortlist`` holds candidate tokens per position (``length × k``); the first-order candidates at
+        the current text join them at every step. Stops after ``search_steps`` steps, when nothing
+        lowers the exact matching loss, or when the loss is zero up to rounding; returns the sentence and its loss.
+        """
         best = float(problem.batch_distances([sentence], label, self.distance, self.alpha)[0])
         for _ in range(self.search_steps):
             if best <= REFINE_TOL:
@@ -301,7 +328,7 @@ class DLG:
             if value >= best:
                 break
             best, sentence = value, candidates[int(values.argmin())]
-        return [sentence]
+        return sentence, best
 
     def refine(self, problem: TextProblem, ids: list[list[int]], variables: list[torch.Tensor]) -> list[list[int]]:
         """Greedy swaps of two positions while they lower the discrete matching loss (one sentence only).

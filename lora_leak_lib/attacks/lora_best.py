@@ -23,6 +23,10 @@ ROUND0_RESTARTS = 3
 """Relaxation restarts at round 0 (``dlg_steps // 2`` steps each): their top tokens together form the shortlist."""
 ROUND0_SEARCH_STEPS = 60
 """Greedy substitution steps after the relaxation at round 0 (each scores a few hundred texts exactly)."""
+ROUND0_KICKS, ROUND0_KICK_SIZE = 10, 8
+"""At round 0 the greedy search stops in a local minimum well above the truth's loss (benchmarks/multi_round.py
+``--groups round0-why``); 10 restarts from 8 random shortlisted substitutions of the best sentence so far
+(iterated local search) escape some of them."""
 
 
 @register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head "
@@ -36,7 +40,8 @@ class LoRABest:
     0 it runs relaxed-vocabulary
     cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three restarts of ``dlg_steps // 2`` steps) as a
     shortlist of tokens per position, then a greedy discrete search of single-token substitutions and pair
-    swaps scored by the exact matching loss (``DLG.search_steps``).
+    swaps scored by the exact matching loss (``DLG.search_steps``), restarted ``ROUND0_KICKS`` times from random
+    perturbations of the best sentence (``DLG.kicks``).
     """
 
     name = "lora-best"
@@ -52,7 +57,8 @@ class LoRABest:
             result = LaterLayers(self.later_rounds).reconstruct(shared, knowledge, callback)
         else:
             dlg = DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, self.dlg_steps // 2),
-                      restarts=max(ROUND0_RESTARTS, self.restarts), search_steps=ROUND0_SEARCH_STEPS, progress=False)
+                      restarts=max(ROUND0_RESTARTS, self.restarts), search_steps=ROUND0_SEARCH_STEPS,
+                      kicks=ROUND0_KICKS, kick_size=ROUND0_KICK_SIZE, progress=False)
             result = dlg.reconstruct(shared, knowledge, callback)
         result.attack, result.seconds = self.name, time.perf_counter() - start
         return result
