@@ -30,6 +30,7 @@ import torch
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
 from . import config, data, experiments, fl, gradients
+from .arrays import from_numpy, to_numpy
 from .attacks import Knowledge
 from .message import LogEntry, SharedUpdate
 
@@ -79,7 +80,7 @@ def to_arrays(model: PeftModel):
 
 def peft_state(model: PeftModel) -> list[np.ndarray]:
     """The adapter state as the legacy (``NumPyClient``) API sends it: float32 arrays in peft's key order."""
-    return [v.detach().cpu().float().numpy().copy() for v in get_peft_model_state_dict(model).values()]
+    return [to_numpy(v.float()).copy() for v in get_peft_model_state_dict(model).values()]
 
 
 def from_arrays(model: PeftModel, arrays) -> OrderedDict[str, torch.Tensor]:
@@ -90,9 +91,22 @@ def from_arrays(model: PeftModel, arrays) -> OrderedDict[str, torch.Tensor]:
         if len(keys) != len(arrays):
             raise ValueError(f"got {len(arrays)} arrays for an adapter of {len(keys)} tensors: a different set-up?")
         arrays = dict(zip(keys, arrays))
-    set_peft_model_state_dict(model, {k: torch.from_numpy(np.array(v.numpy() if hasattr(v, "numpy") else v))
-                                      for k, v in arrays.items()})
+    state = get_peft_model_state_dict(model)
+    set_peft_model_state_dict(model, {k: from_numpy(to_numpy(v), like=state[k]) for k, v in arrays.items()})
     return gradients.trainable_state(model)
+
+
+def delta_arrays(update: Mapping[str, torch.Tensor], names: Sequence[str]) -> list[np.ndarray]:
+    """An update as SecAgg+ carries it: float64 arrays in ``names``' order. The mod scales and quantises in the
+    arrays' dtype, and float32 would round (Δ + clipping_range) to 2^-24, far coarser than the 2^30 levels
+    SecAgg+ can carry."""
+    return [to_numpy(update[n].double()) for n in names]
+
+
+def update_from_arrays(arrays: Sequence, like: Mapping[str, torch.Tensor],
+                       dtype: torch.dtype | None = None) -> OrderedDict[str, torch.Tensor]:
+    """Arrays in ``like``'s key order back as an update on ``like``'s device (in ``dtype``, default ``like``'s)."""
+    return OrderedDict((n, from_numpy(a, like=t, dtype=dtype)) for (n, t), a in zip(like.items(), arrays))
 
 
 _MODELS: dict[fl.FederatedSetup, PeftModel] = {}
@@ -161,9 +175,7 @@ def make_secagg_client_app(setup: fl.FederatedSetup, shards: Sequence[Sequence[d
         def fit(self, parameters, config):
             model, _, reply = _local_update(setup, shards, seed, make_client, self.client_id,
                                             int(config["server-round"]), parameters)
-            # float64: the mod scales and quantises in the arrays' dtype, and float32 would round
-            # (Δ + clipping_range) to 2^-24, far coarser than the 2^30 levels SecAgg+ can carry.
-            delta = [reply.update[name].detach().double().numpy() for name in peft_names(model)]
+            delta = delta_arrays(reply.update, list(peft_names(model)))
             clipped = int(sum((np.abs(d) > clipping_range).sum() for d in delta))
             return delta, reply.n_examples, {**_reply_metrics(reply), "clipped": clipped}
 
@@ -319,8 +331,7 @@ def make_curious_secagg_fedavg(history: FlowerHistory, model: PeftModel, **kwarg
                 raise RuntimeError(f"SecAgg+ round {round} failed: {failures[0] if failures else 'no results'}")
             history.distinct_payloads[round] = len({b"".join(res.parameters.tensors) for _, res in results})
             mean = dict(zip(names, parameters_to_ndarrays(results[0][1].parameters)))
-            history.aggregates[round] = OrderedDict((n, torch.from_numpy(np.asarray(mean[n], dtype=np.float64)))
-                                                    for n in sent)
+            history.aggregates[round] = update_from_arrays([mean[n] for n in sent], sent, torch.float64)
             for _, res in results:
                 reply = Reply(int(res.metrics["client-id"]), round, res.num_examples, int(res.metrics["batch-size"]),
                               int(res.metrics["clipped"]))
@@ -467,10 +478,9 @@ def secagg_quantized(update: Mapping[str, torch.Tensor], clipping_range: float,
     require_flower()
     from flwr.common.secure_aggregation.quantization import dequantize, quantize
 
-    names = list(update)
-    arrays = [update[n].detach().double().numpy() for n in names]
-    back = dequantize(quantize(arrays, clipping_range, quantization_range), clipping_range, quantization_range)
-    return OrderedDict((n, torch.from_numpy(a).to(update[n].dtype)) for n, a in zip(names, back))
+    arrays = delta_arrays(update, list(update))
+    return update_from_arrays(dequantize(quantize(arrays, clipping_range, quantization_range), clipping_range,
+                                         quantization_range), update)
 
 
 def run_flower(model_name: str = "tiny-bert", n_clients: int = 3, rounds: int = 2, *,
@@ -510,7 +520,8 @@ def run_flower(model_name: str = "tiny-bert", n_clients: int = 3, rounds: int = 
         if not (run / "history.pt").exists():
             raise RuntimeError("the Flower run ended without a history; its log ends with:\n"
                                + "\n".join(log.splitlines()[-60:]))
-        history = torch.load(run / "history.pt", weights_only=False)
+        # Flower's processes chose their own device: the history comes back to this process's.
+        history = torch.load(run / "history.pt", weights_only=False, map_location=config.device())
     history.flower_log = log
     done = len(history.aggregates) if secure_aggregation else len(history.received) // n_clients
     if len(history.sent) != rounds or done != rounds:

@@ -34,8 +34,9 @@ class LoRALinear(nn.Module):
             parameter.requires_grad_(False)
         self.rank, self.alpha = rank, alpha
         self.scaling = alpha / rank
-        self.A = nn.Parameter(torch.empty(rank, base.in_features))
-        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+        like = dict(device=base.weight.device, dtype=base.weight.dtype)  # the adapter follows its base layer
+        self.A = nn.Parameter(torch.empty(rank, base.in_features, **like))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank, **like))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

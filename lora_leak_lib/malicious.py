@@ -16,6 +16,7 @@ from collections import OrderedDict
 import torch
 
 from . import config, fl
+from .arrays import randn
 from .message import FederatedSetup, State
 
 CRAFTED_SCALE = 0.02
@@ -32,7 +33,7 @@ def craft_adapter(state: dict[str, torch.Tensor], seed: int = 0, scale: float = 
     out = OrderedDict()
     for name, t in state.items():
         if "lora_B" in name:
-            t = scale * torch.randn(t.shape, generator=generator, dtype=torch.float32, device="cpu").to(t)
+            t = scale * randn(t.shape, like=t, generator=generator, dtype=torch.float32).to(t.dtype)
         out[name] = t.detach().clone()
     return out
 

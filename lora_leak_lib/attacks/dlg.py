@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import config
+from ..arrays import randn
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .distances import check_distance, check_update, gradient_distance
 from .registry import register
@@ -114,9 +115,9 @@ def deep_leakage(model: nn.Module, shared: dict[str, torch.Tensor], input_shape:
     params = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
     check_update(shared, {n: p.shape for n, p in params.items()})
     config.set_seed(seed)
-    device = next(iter(params.values())).device  # drawn on the CPU, so a seed gives the same start anywhere
-    dummy = torch.randn(*input_shape, device="cpu").to(device).requires_grad_(True)
-    label_logits = torch.randn(input_shape[0], num_classes, device="cpu").to(device).requires_grad_(labels is None)
+    like = next(iter(params.values())).detach()  # drawn on the CPU, so a seed gives the same start anywhere
+    dummy = randn(input_shape, like=like, dtype=torch.float32).requires_grad_(True)
+    label_logits = randn((input_shape[0], num_classes), like=like, dtype=torch.float32).requires_grad_(labels is None)
     target = [shared[n].detach() for n in params]
 
     def gradient_fn() -> list[torch.Tensor]:

@@ -86,7 +86,7 @@ def infer_labels(update: dict[str, torch.Tensor], batch_size: int = 1, kind: str
         return sorted(present + [int(torch.argmin(g))] * (batch_size - len(present)))[:batch_size]
     if mean_probs is None:
         mean_probs = torch.full_like(g, 1.0 / g.numel())
-    mean_probs = torch.as_tensor(mean_probs, dtype=torch.float64)
+    mean_probs = torch.as_tensor(mean_probs, dtype=torch.float64, device=g.device)
     if mean_probs.shape != g.shape:
         raise ValueError(f"mean_probs needs one probability per class ({g.numel()}), got shape "
                          f"{tuple(mean_probs.shape)}.")

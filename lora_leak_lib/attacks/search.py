@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ..arrays import to_numpy
+
 
 def swapped(sentence: Sequence[int], i: int, j: int) -> list[int]:
     """``sentence`` with the tokens at ``i`` and ``j`` exchanged (LAMP's discrete step)."""
@@ -50,7 +52,7 @@ def cover_assignment(score: torch.Tensor | np.ndarray) -> list[tuple[int, int]]:
     spare = max(rows - cols, 0)
     bonus = 1e6  # added in the score's own dtype, as the attacks always have
     if torch.is_tensor(score):
-        table = (torch.cat([score + bonus] + [score] * spare, dim=1) if spare else score + bonus).double().numpy()
+        table = to_numpy((torch.cat([score + bonus] + [score] * spare, dim=1) if spare else score + bonus).double())
     else:
         table = np.concatenate([score + bonus] + [score] * spare, axis=1) if spare else score + bonus
     r, c = linear_sum_assignment(table, maximize=True)

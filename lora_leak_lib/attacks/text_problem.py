@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import config, models
+from ..arrays import randn
 from .base import Knowledge, SharedUpdate
 from .distances import check_update, gradient_distance
 from .embedding_leak import embedding_name, sequence_length, token_set
@@ -147,15 +148,14 @@ class TextProblem:
     def start(self, parametrisation: str) -> list[torch.Tensor]:
         """Random dummy variables: logits over the vocabulary, or embeddings; a soft label when learned (drawn on
         the CPU, so a seed gives the same start on any device)."""
-        device = self.vocab.device
+        embeddings = self.model.get_input_embeddings().weight.detach()
         if parametrisation == "relaxed":
-            words = torch.randn(self.batch_size, self.length, self.vocab.numel(), device="cpu").to(device)
+            words = randn((self.batch_size, self.length, self.vocab.numel()), like=embeddings)
         else:
-            scale = self.model.get_input_embeddings().weight.detach().std()
-            words = torch.randn(self.batch_size, self.length, self.model.config.hidden_size, device="cpu").to(device) * scale
+            words = randn((self.batch_size, self.length, self.model.config.hidden_size), like=embeddings) * embeddings.std()
         variables = [words.requires_grad_()]
         if self.fixed_labels is None:
-            variables.append(torch.randn(self.batch_size, self.num_labels, device="cpu").to(device).requires_grad_())
+            variables.append(randn((self.batch_size, self.num_labels), like=embeddings).requires_grad_())
         return variables
 
     def gradient(self, variables: list[torch.Tensor], parametrisation: str) -> list[torch.Tensor]:

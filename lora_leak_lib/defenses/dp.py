@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .. import config, data, models, training
+from ..arrays import randn
 
 Update = OrderedDict[str, torch.Tensor]
 
@@ -75,7 +76,7 @@ def dp_gradient(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     clipped = clip_per_sample(per_sample_gradients(model, input_ids, attention_mask, labels), max_norm)
     generator = torch.Generator().manual_seed(seed)
     divisor = float(expected_batch_size or len(labels))
-    noise = {n: torch.randn(g.shape[1:], generator=generator, device="cpu").to(g.device) for n, g in clipped.items()}
+    noise = {n: randn(g.shape[1:], like=g, generator=generator, dtype=torch.float32) for n, g in clipped.items()}
     return OrderedDict((n, (g.sum(0) + noise_multiplier * max_norm * noise[n]) / divisor) for n, g in clipped.items())
 
 
@@ -83,7 +84,7 @@ def dp_noise_only(shape_like: dict[str, torch.Tensor], max_norm: float, noise_mu
                   divisor: float, seed: int) -> Update:
     """The message of a step whose Poisson sample came out empty: noise alone, ``N(0, (σC)²) / divisor``."""
     generator = torch.Generator().manual_seed(seed)
-    return OrderedDict((n, noise_multiplier * max_norm * torch.randn(t.shape, generator=generator, device="cpu").to(t.device) / divisor)
+    return OrderedDict((n, noise_multiplier * max_norm * randn(t.shape, like=t, generator=generator, dtype=torch.float32) / divisor)
                        for n, t in shape_like.items())
 
 

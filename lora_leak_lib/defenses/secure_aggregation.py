@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..arrays import integers
 from .update import check_update
 
 FIELD_BITS = 62
@@ -46,11 +47,11 @@ def decode_fixed_point(encoded: dict[str, torch.Tensor]) -> OrderedDict[str, tor
     return out
 
 
-def pair_mask(seed: int, i: int, j: int, shapes: dict[str, torch.Size]) -> Masked:
-    """The mask clients ``i < j`` both derive from their shared seed: uniform integers modulo ``2^62``."""
+def pair_mask(seed: int, i: int, j: int, like: dict[str, torch.Tensor]) -> Masked:
+    """The mask clients ``i < j`` both derive from their shared seed: uniform integers modulo ``2^62``, one tensor
+    shaped like (and on the device of) each tensor of ``like``."""
     rng = np.random.default_rng([seed, i, j])
-    return OrderedDict((n, torch.from_numpy(rng.integers(0, MODULUS, size=tuple(s), dtype=np.int64)))
-                       for n, s in shapes.items())
+    return OrderedDict((n, integers(rng, 0, MODULUS, t)) for n, t in like.items())
 
 
 def check_clients(client_id: int, client_ids: Sequence[int]) -> None:
@@ -65,13 +66,12 @@ def mask_update(update: dict[str, torch.Tensor], client_id: int, client_ids: Seq
     """What client ``client_id`` sends: its fixed-point update plus ``+m_ij`` for ``j > i`` and ``-m_ji`` for ``j < i``."""
     check_clients(client_id, client_ids)
     masked = encode_fixed_point(update)
-    shapes = {n: t.shape for n, t in update.items()}
     for other in client_ids:
         if other == client_id:
             continue
         low, high = sorted((client_id, other))
         sign = 1 if client_id == low else -1
-        for name, m in pair_mask(seed, low, high, shapes).items():
+        for name, m in pair_mask(seed, low, high, masked).items():
             masked[name] = (masked[name] + sign * m) % MODULUS
     return masked
 

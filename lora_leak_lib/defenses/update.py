@@ -6,6 +6,8 @@ from collections import OrderedDict
 
 import torch
 
+from ..arrays import randn
+
 Update = OrderedDict[str, torch.Tensor]
 
 
@@ -40,7 +42,7 @@ def add_noise(update: dict[str, torch.Tensor], std: float, seed: int = 0) -> Upd
         raise ValueError(f"noise std must be zero or positive, got {std!r}: try 0.01.")
     generator = torch.Generator().manual_seed(seed)
     return OrderedDict(
-        (n, t + std * torch.randn(t.shape, generator=generator, dtype=t.dtype, device="cpu").to(t.device)) for n, t in update.items()
+        (n, t + std * randn(t.shape, like=t, generator=generator)) for n, t in update.items()
     )
 
 
