@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import config, data, experiments, gradients, lora, models
+from . import colab, config, data, experiments, gradients, lora, models, student_copies
 from .attacks import attack_names, check_attack_name, infer_labels
 from .fl import capture_update
 from .message import FederatedSetup
@@ -169,9 +169,7 @@ def list_models(args: argparse.Namespace) -> None:
 
 def student(args: argparse.Namespace) -> int:
     """Write the student copies of the notebooks (solutions removed), or with ``--check`` list the stale ones."""
-    from . import exercises
-
-    source = Path(args.source) if args.source else exercises.NOTEBOOKS
+    source = Path(args.source) if args.source else student_copies.NOTEBOOKS
     target = Path(args.target) if args.target else source / "student"
     if not source.is_dir():
         raise ValueError(f"no notebook folder at {source}: pass --source with the course's notebooks/ folder.")
@@ -181,21 +179,19 @@ def student(args: argparse.Namespace) -> int:
     if target.exists() and not target.is_dir():
         raise ValueError(f"--target {target} is a file: give a folder for the student copies.")
     if args.check:
-        stale = exercises.stale_student_notebooks(source, target)
+        stale = student_copies.stale_student_notebooks(source, target)
         if stale:
             print(f"stale student notebooks (run `lora-leak student`): {', '.join(stale)}")
             return 1
         print(f"student notebooks in {target} are current.")
         return 0
-    written = exercises.write_student_notebooks(source, target)
+    written = student_copies.write_student_notebooks(source, target)
     print(f"wrote {len(written)} student notebooks to {target}")
     return 0
 
 
 def colab_cells(args: argparse.Namespace) -> int:
     """Write every Colab badge and install cell from pyproject's URL, or with ``--check`` list those that differ."""
-    from . import colab
-
     if args.check:
         problems = colab.check()
         for problem in problems:

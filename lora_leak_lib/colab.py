@@ -137,18 +137,17 @@ def check(root: Path = ROOT) -> list[str]:
 
 
 def write(root: Path = ROOT) -> list[Path]:
-    """Rewrite the README's badges and each solution notebook's badge and install cell from pyproject's URL,
-    then regenerate the student copies (whose badges open themselves). Returns the files changed."""
-    from . import exercises
-
+    """Rewrite the README's badges and every badge and install cell ``check`` reads (solution notebooks and their
+    student copies, each badge opening its own notebook) from pyproject's URL. Returns the files changed."""
     url = repository(root / "pyproject.toml")
     changed = []
-    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in _notebooks(root):
         text = path.read_text(encoding="utf-8")
         notebook = json.loads(text)
-        first, install = expected_cells(notebook, url, notebook_path(path, root))
+        where = notebook_path(path, root)
+        first, install = expected_cells(notebook, url, where)
         _set_source(notebook["cells"][0], first)
-        _set_source(notebook["cells"][_install_index(notebook["cells"], path.name)], install)
+        _set_source(notebook["cells"][_install_index(notebook["cells"], where)], install)
         new = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"  # the notebooks' own layout: no other change
         if new != text:
             path.write_text(new, encoding="utf-8")
@@ -158,9 +157,7 @@ def write(root: Path = ROOT) -> list[Path]:
     if _readme_badges(text, url) != text:
         readme.write_text(_readme_badges(text, url), encoding="utf-8")
         changed.append(readme)
-    stale = set(exercises.stale_student_notebooks(root / "notebooks", root / "notebooks" / "student"))
-    written = exercises.write_student_notebooks(root / "notebooks", root / "notebooks" / "student")
-    return changed + [p for p in written if p.name in stale]
+    return changed
 
 
 def student_badge(notebook: "nbformat.NotebookNode") -> None:

@@ -86,6 +86,11 @@ def use_device(name: str | torch.device | None) -> torch.device:
     return device()
 
 
+def hub_offline() -> bool:
+    """True when the Hugging Face hub must not be used (``HF_HUB_OFFLINE=1``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def set_seed(seed: int = DEFAULT_SEED) -> None:
     """Seed Python, NumPy and PyTorch (CPU and GPU) so that a result repeats."""
     random.seed(seed)
@@ -147,7 +152,5 @@ def environment() -> dict[str, str]:
             report[package] = "not installed"
     report["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     report["mode"] = mode()
-    from .models import hub_offline
-
     report["hugging face hub"] = "off (HF_HUB_OFFLINE=1)" if hub_offline() else "allowed"
     return report

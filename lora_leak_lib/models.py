@@ -23,6 +23,7 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
                           MPNetConfig, MPNetForSequenceClassification, PretrainedConfig, PreTrainedTokenizerBase)
 
 from . import config
+from .config import hub_offline  # read from the environment in config; asked here by the model's callers too
 from .weights import MPNET_INSTALL, minilm_path, mpnet_path
 
 ATTENTION = "eager"
@@ -181,11 +182,6 @@ def family_of(model: nn.Module) -> Family:
     if kind not in FAMILIES:
         raise ValueError(f"model type {kind!r} is not a family the course knows: use one of {', '.join(FAMILIES)}.")
     return FAMILIES[kind]
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub must not be used (``HF_HUB_OFFLINE=1``)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def model_config(name: str, vocab_size: int = 30522, num_labels: int = 2) -> PretrainedConfig:

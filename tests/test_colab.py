@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from lora_leak_lib import cli, colab
+from lora_leak_lib import cli, colab, student_copies
 
 pytest.importorskip("tomllib")  # Python 3.11+
 NEW_URL = "https://github.com/someone/privacy-course"
@@ -46,6 +46,7 @@ def test_a_moved_repository_is_caught_everywhere_and_written_once(course):
     before = {p: _cells(p) for p in notebooks}
     colab.write(course)
     assert colab.check(course) == []
+    assert student_copies.stale_student_notebooks(course / "notebooks", course / "notebooks/student") == []
     for path in notebooks:
         cells, old = _cells(path), before[path]
         assert cells[0].startswith(f"[![Open In Colab]({colab.BADGE_IMAGE})](https://colab.research.google.com/"

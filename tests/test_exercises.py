@@ -3,7 +3,7 @@ import nbformat
 import pytest
 import torch
 
-from lora_leak_lib import exercises
+from lora_leak_lib import exercises, student_copies
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def test_dL_dA_right_and_wrong(lora_case):
 
 def test_strip_solutions_keeps_indent_and_rejects_unbalanced():
     source = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"
-    assert exercises.strip_solutions(source) == "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError\n"
+    assert student_copies.strip_solutions(source) == "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError\n"
     with pytest.raises(ValueError, match="unbalanced"):
-        exercises.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+        student_copies.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
 
 
 def test_student_copies_written_and_staleness_detected(tmp_path):
@@ -47,18 +47,18 @@ def test_student_copies_written_and_staleness_detected(tmp_path):
     notebook = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("answer = None\n### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION\n")])
     nbformat.write(notebook, source / "01_x.ipynb")
-    assert exercises.stale_student_notebooks(source, target) == ["01_x.ipynb"]
-    exercises.write_student_notebooks(source, target)
-    assert exercises.stale_student_notebooks(source, target) == []
+    assert student_copies.stale_student_notebooks(source, target) == ["01_x.ipynb"]
+    student_copies.write_student_notebooks(source, target)
+    assert student_copies.stale_student_notebooks(source, target) == []
     student = nbformat.read(target / "01_x.ipynb", as_version=4)
     assert "42" not in student.cells[0].source and "NotImplementedError" in student.cells[0].source
     notebook.cells[0].source += "print(answer)\n"
     nbformat.write(notebook, source / "01_x.ipynb")
-    assert exercises.stale_student_notebooks(source, target) == ["01_x.ipynb"]
+    assert student_copies.stale_student_notebooks(source, target) == ["01_x.ipynb"]
 
 
 def test_repository_student_notebooks_are_current():
-    stale = exercises.stale_student_notebooks()
+    stale = student_copies.stale_student_notebooks()
     assert stale == [], f"student notebooks are stale: run `lora-leak student` ({stale})"
 
 
@@ -192,10 +192,10 @@ def test_cli_student_writes_copies_and_check_reports_stale(tmp_path, capsys):
 def test_every_solution_block_is_followed_by_an_assert():
     """nbval proves a solution only if its cell asserts something about it after the block (best: ``feedback.ok``)."""
     unchecked = []
-    for path in sorted(exercises.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(student_copies.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
-            if cell.cell_type == "code" and exercises.SOLUTION_BEGIN in cell.source:
-                if "assert " not in cell.source.rsplit(exercises.SOLUTION_END, 1)[-1]:
+            if cell.cell_type == "code" and student_copies.SOLUTION_BEGIN in cell.source:
+                if "assert " not in cell.source.rsplit(student_copies.SOLUTION_END, 1)[-1]:
                     unchecked.append(f"{path.name} cell {index}")
     assert unchecked == [], f"solution blocks with no assert after them: {unchecked}"
 

@@ -55,33 +55,3 @@ def attack_update(shared: SharedUpdate, references: Sequence[str], attack: str |
     if knowledge is None:
         knowledge = Knowledge(length=longest(references, shared.setup.model_name))
     return score(references, method.reconstruct(shared, knowledge), shared.setup.model_name)
-
-
-def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
-                 rank: int = 8, rounds: int = DEFAULT_ROUNDS, attack: str = "lora-best", seed: int = 0,
-                 train_head: bool = True, know_length: bool = True, observed_rounds: int = 1,
-                 server: str = "honest", **knobs) -> list[dict]:
-    """Simulate one client's LoRA update on ``texts`` (one batch), attack it, and score every sentence.
-
-    Returns one row per sentence with ``original``, ``reconstruction``, ``token_accuracy``, ``rouge1``,
-    ``rouge2``, ``rougeL``, ``seconds`` (attack time per sentence) and the set-up. With ``know_length`` the
-    server is told the longest sentence's length (``Knowledge.length``), as DLG needs. With
-    ``observed_rounds`` R > 1 the client sends the same batch in R consecutive rounds (the global adapter
-    trained ``rounds``, ``rounds + 1``, ... steps) and the server attacks the first with the others known
-    (``Knowledge.other_rounds``). ``server="malicious"`` sends a crafted adapter (``malicious.craft_adapter``:
-    a random ``B``, so even round 0 leaks). Other variants (FedAvg, batches drawn afresh): ``multi_round``.
-    """
-    from .multi_round import Watch, attack_watched
-
-    models.check_model_name(model_name)
-    check_rounds(rounds)
-    if not isinstance(observed_rounds, int) or isinstance(observed_rounds, bool) or observed_rounds < 1:
-        raise ValueError(f"observed_rounds counts the rounds the server watches this client, 1 or more, "
-                         f"got {observed_rounds!r}.")
-    check_rounds(rounds + observed_rounds - 1)
-    watch = Watch(observed_rounds=observed_rounds, server=server)
-    rows = attack_watched(list(texts), labels, model_name, rank, rounds, watch, attack, seed, train_head,
-                          know_length, **knobs)
-    for row in rows:
-        row["attack"] = attack
-    return rows

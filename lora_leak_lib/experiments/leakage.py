@@ -6,7 +6,8 @@ from typing import Sequence
 
 from .. import data, metrics, models
 from ..attacks import check_attack_name
-from .core import DEFAULT_ROUNDS, attack_texts
+from .core import DEFAULT_ROUNDS
+from .multi_round import attack_texts
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""A server that watches one client over several rounds: simulate its R messages (FedSGD gradients or FedAvg
-deltas, the same batch or one drawn afresh each round, from an honest or a malicious server) and attack them.
+"""A server that watches one client over one round or several: simulate its R messages (FedSGD gradients or FedAvg
+deltas, the same batch or one drawn afresh each round, from an honest or a malicious server) and attack them;
+``attack_texts`` is the one-batch case every front end runs.
 
 Why several rounds help: every first-layer ``lora_A`` gradient of round ``t`` is ``s·B_tᵀ·G`` with ``G = Σ δ x_tᵀ``,
 so its rows lie in the span of the same inputs whatever the round; each round's ``B_t`` (and ``δ``) mixes them
@@ -14,11 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-
 from .. import config, data, fl, malicious, models
 from ..attacks import Knowledge, get_attack
+from ..attacks.inputs import allowed_tokens, lora_a_is_zero
+from ..attacks.span import stacked_span
 from ..message import FederatedSetup, SharedUpdate, check_positive_int, check_protocol
-from .core import check_rounds, longest, score
+from .core import DEFAULT_ROUNDS, check_rounds, longest, score
 
 SERVERS = ("honest", "malicious")
 """What the server sends: the honest global adapter, or one it crafted (``malicious.craft_adapter``)."""
@@ -117,12 +119,37 @@ def attack_watched(texts: Sequence[str], labels: Sequence[int] | None = None, mo
 def span_test_seconds(shared: SharedUpdate, knowledge: Knowledge) -> float | None:
     """Seconds of the span test alone on this message (the stacked rows' basis, then one product of the whole
     vocabulary at every position with it), the part of an attack that is not search; ``None`` at round 0."""
-    from ..attacks.inputs import allowed_tokens, lora_a_is_zero
-    from ..attacks.span import stacked_span
-
     if all(lora_a_is_zero(u.update) for u in knowledge.rounds_watched(shared)) or knowledge.length is None:
         return None
     start = time.perf_counter()
     inputs, basis = stacked_span(shared, knowledge)
     inputs.span_distances(basis, knowledge.length + 2, allowed_tokens(models.load_tokenizer(shared.setup.model_name)))
     return time.perf_counter() - start
+
+
+def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
+                 rank: int = 8, rounds: int = DEFAULT_ROUNDS, attack: str = "lora-best", seed: int = 0,
+                 train_head: bool = True, know_length: bool = True, observed_rounds: int = 1,
+                 server: str = "honest", **knobs) -> list[dict]:
+    """Simulate one client's LoRA update on ``texts`` (one batch), attack it, and score every sentence.
+
+    Returns one row per sentence with ``original``, ``reconstruction``, ``token_accuracy``, ``rouge1``,
+    ``rouge2``, ``rougeL``, ``seconds`` (attack time per sentence) and the set-up. With ``know_length`` the
+    server is told the longest sentence's length (``Knowledge.length``), as DLG needs. With
+    ``observed_rounds`` R > 1 the client sends the same batch in R consecutive rounds (the global adapter
+    trained ``rounds``, ``rounds + 1``, ... steps) and the server attacks the first with the others known
+    (``Knowledge.other_rounds``). ``server="malicious"`` sends a crafted adapter (``malicious.craft_adapter``:
+    a random ``B``, so even round 0 leaks). Other variants (FedAvg, batches drawn afresh): ``attack_watched``.
+    """
+    models.check_model_name(model_name)
+    check_rounds(rounds)
+    if not isinstance(observed_rounds, int) or isinstance(observed_rounds, bool) or observed_rounds < 1:
+        raise ValueError(f"observed_rounds counts the rounds the server watches this client, 1 or more, "
+                         f"got {observed_rounds!r}.")
+    check_rounds(rounds + observed_rounds - 1)
+    watch = Watch(observed_rounds=observed_rounds, server=server)
+    rows = attack_watched(list(texts), labels, model_name, rank, rounds, watch, attack, seed, train_head,
+                          know_length, **knobs)
+    for row in rows:
+        row["attack"] = attack
+    return rows
