@@ -14,13 +14,13 @@ from tqdm.auto import tqdm
 from torch import nn
 
 from . import config, data, gradients, lora, models, training
-from .message import PROTOCOLS, FederatedSetup, LogEntry, SharedUpdate, State, check_protocol
+from .message import (PROTOCOLS, FederatedSetup, LogEntry, SharedUpdate, State, check_int, check_protocol,
+                      round_messages)
 
 __all__ = ["PROTOCOLS", "Client", "FederatedHistory", "FederatedSetup", "LogEntry", "Server", "SharedUpdate",
            "WireCost", "capture_full_update", "capture_update", "check_protocol", "cosine_similarity", "evaluate",
-           "flatten", "load_examples", "run_federated", "split_among_clients", "trained_adapter", "trained_adapters",
-           "weighted_mean",
-           "wire_cost"]
+           "flatten", "load_examples", "round_messages", "run_federated", "split_among_clients", "trained_adapter",
+           "trained_adapters", "weighted_mean", "wire_cost"]
 
 
 class Client:
@@ -120,7 +120,7 @@ class Server:
 
     def aggregate(self, round: int) -> State:
         """FedAvg of this round's messages weighted by examples, applied to the global state; returns it."""
-        messages = [m for (_, r), m in sorted(self.received.items()) if r == round]
+        messages = round_messages(self.received, round)
         if not messages:
             raise ValueError(f"no client message arrived in round {round}: nothing to aggregate.")
         mean = weighted_mean([m.update for m in messages], [m.n_examples for m in messages])
@@ -151,8 +151,7 @@ def cosine_similarity(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 def split_among_clients(examples: Sequence[data.Example], n_clients: int, held_out: float = 0.25,
                         seed: int = 0) -> tuple[list[list[data.Example]], list[data.Example]]:
     """Shuffle, keep a label-balanced held-out share for evaluation, and deal the rest round-robin to clients."""
-    if not isinstance(n_clients, int) or isinstance(n_clients, bool) or n_clients < 1:
-        raise ValueError(f"n_clients must be a positive integer, got {n_clients!r}: try 4.")
+    check_int(n_clients, "n_clients", hint="try 4")
     if not 0 <= held_out < 1:
         raise ValueError(f"held_out is the share kept for evaluation, in [0, 1), got {held_out!r}.")
     shuffled = list(examples)
@@ -261,8 +260,7 @@ def run_federated(model_name: str = "tiny-bert", n_clients: int = 4, rounds: int
     Adam steps at ``lr=3e-3``) learn on ``minilm``; FedSGD wants ``lr≈0.5``.
     """
     check_protocol(protocol)
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
-        raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}.")
+    check_int(rounds, "rounds", 0)
     setup = FederatedSetup(model_name, rank, alpha, tuple(targets), train_head, 2, seed, protocol, lr,
                            local_steps, optimizer, batch_size)
     shards, evaluation = split_among_clients(load_examples(source, limit, seed), n_clients, held_out, seed)
@@ -327,8 +325,7 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str 
     first round, where ``B = 0`` and every ``dL/dA`` is zero.
     """
     check_labels(texts, labels)
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
-        raise ValueError(f"rounds counts the adapter's training steps before this round, 0 or more, got {rounds!r}.")
+    check_int(rounds, "rounds", 0, hint="it counts the adapter's training steps before this round, 0 or more")
     config.set_seed(seed)
     setup = FederatedSetup(model_name, rank, alpha, tuple(targets), train_head, 2, seed, "fedsgd",
                            batch_size=len(texts))

@@ -238,14 +238,14 @@ class FlowerHistory:
         computed from the replies."""
         if round in self.aggregates:
             return self.aggregates[round]
-        messages = [m for (_, r), m in sorted(self.received.items()) if r == round]
+        messages = fl.round_messages(self.received, round)
         if not messages:
             raise ValueError(f"no aggregate for round {round}: the run has rounds 0 to {len(self.sent) - 1}.")
         return fl.weighted_mean([m.update for m in messages], [m.n_examples for m in messages])
 
     def captured_aggregate(self, round: int) -> SharedUpdate:
         """The round's aggregate as one ``SharedUpdate``: one batch of every client's sentences (``client_id=-1``)."""
-        replies = [m for (_, r), m in sorted({**self.received, **self.replies}.items()) if r == round]
+        replies = fl.round_messages({**self.received, **self.replies}, round)
         update = OrderedDict((n, t.float()) for n, t in self.aggregate(round).items())
         return SharedUpdate(update, self.sent[round], self.setup, -1, round, sum(m.n_examples for m in replies),
                             sum(m.batch_size for m in replies)).copy()

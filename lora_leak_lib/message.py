@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Mapping, TypeVar
 
 import torch
 from peft import PeftModel
@@ -19,6 +20,7 @@ PROTOCOLS = ("fedsgd", "fedavg")
 OPTIMIZERS = ("sgd", "adam")
 KINDS = {"fedsgd": "gradient", "fedavg": "delta"}
 State = OrderedDict  # name -> tensor: an adapter state, or an update of one
+M = TypeVar("M")
 
 
 def check_protocol(protocol: str) -> str:
@@ -28,11 +30,25 @@ def check_protocol(protocol: str) -> str:
     return protocol
 
 
+def check_int(value: object, name: str, least: int = 1, most: int | None = None, hint: str = "") -> int:
+    """Return ``value`` or raise one clear error unless it is a whole number from ``least`` to ``most`` (no
+    upper bound when ``None``); ``bool`` is not one. The one check of every count and size in the library."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least or (most is not None and value > most):
+        words = {0: "a non-negative integer (≥ 0)", 1: "a positive integer"}
+        wanted = (f"an integer from {least} to {most}" if most is not None else
+                  words.get(least, f"an integer of at least {least}"))
+        raise ValueError(f"{name} must be {wanted}, got {value!r}{': ' + hint if hint else ''}.")
+    return value
+
+
 def check_positive_int(value: object, name: str, hint: str = "") -> int:
     """Return ``value`` or raise one clear error unless it is a positive integer (``bool`` is not one)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}{': ' + hint if hint else ''}.")
-    return value
+    return check_int(value, name, 1, hint=hint)
+
+
+def round_messages(received: Mapping[tuple[int, int], M], round: int) -> list[M]:
+    """The messages of one round, in client order, from a ``(client_id, round) -> message`` record."""
+    return [m for (_, r), m in sorted(received.items()) if r == round]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import data, gradients, models
-from .message import OPTIMIZERS
+from .message import OPTIMIZERS, check_int
 
 Gradient = OrderedDict[str, torch.Tensor]
 GradientFn = Callable[[int], tuple[Gradient, float]]
@@ -36,8 +36,7 @@ def local_training(model: nn.Module, steps: int, gradient_fn: GradientFn, optimi
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be a whole number ≥ 0, got {steps!r}.")
+    check_int(steps, "steps", 0)
     params = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
     step_fn = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(params.values(), lr=lr)
     losses = []
@@ -59,8 +58,7 @@ def train_adapter(model: nn.Module, model_name: str, examples: Sequence[data.Exa
     The stand-in for "some federated rounds have passed": after it the adapter's ``B ≠ 0``. ``on_step(k)`` is
     called when the model has taken ``k`` steps, before step ``k + 1`` (to keep the states in between).
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be a whole number ≥ 0, got {steps!r}.")
+    check_int(steps, "steps", 0)
     if steps and not examples:
         raise ValueError("train_adapter needs at least one example to train on.")
     if steps == 0:

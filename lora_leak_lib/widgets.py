@@ -16,6 +16,7 @@ from . import config, fl, metrics, models
 from .attacks import ATTACKS, Attack, Knowledge, Reconstruction, SharedUpdate, attack_names, get_attack, lora_a_is_zero
 from .defenses import DEFENCES, defend_message, lab_defences
 from .experiments.multi_round import SERVERS, Watch, watched_messages
+from .message import check_int
 
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TEXT = "my new pin is 4921 and the card works perfectly now"
@@ -128,8 +129,7 @@ def run_lab(text: str, model_name: str = "tiny-bert", rank: int = 8, attack: str
     check_choice(defence, lab_defences(), "defence")
     check_choice(label, (0, 1), "label")
     check_choice(server, SERVERS, "server")
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
-        raise ValueError(f"rounds must be a whole number ≥ 0, got {rounds!r}.")
+    check_int(rounds, "rounds", 0)
     reference = check_lab_text(text, model_name)
     start = time.perf_counter()
     if server == "honest":

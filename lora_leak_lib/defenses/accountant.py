@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 from scipy import special
 
+from ..message import check_int
+
 DEFAULT_ORDERS: tuple[float, ...] = tuple([1 + x / 10 for x in range(1, 100)] + list(range(12, 64)))
 """Rényi orders α searched for the tightest ε (the same grid as Opacus' RDP accountant)."""
 
@@ -85,8 +87,7 @@ def check_privacy_setting(noise_multiplier: float, sample_rate: float, steps: in
         raise ValueError(f"noise_multiplier must be zero or positive, got {noise_multiplier!r}: try 1.0.")
     if not 0 <= sample_rate <= 1:
         raise ValueError(f"sample_rate must be in [0, 1] (batch size / dataset size), got {sample_rate!r}.")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer (rounds × local steps), got {steps!r}.")
+    check_int(steps, "steps", 0, hint="it counts rounds × local steps")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}: take 1e-5 or less than 1/(dataset size).")
 

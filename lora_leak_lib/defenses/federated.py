@@ -113,7 +113,7 @@ class DefendedServer(fl.Server):
 
     def round_mean(self, round: int) -> Update:
         """``Σ n_i u_i / Σ n_i`` of the round: in the clear, or (``secure``) from the masked messages' sum only."""
-        messages = [m for (_, r), m in sorted(self.received.items()) if r == round]
+        messages = fl.round_messages(self.received, round)
         if not messages:
             raise ValueError(f"no client message arrived in round {round}: nothing to aggregate.")
         if not self.secure:
@@ -126,7 +126,7 @@ class DefendedServer(fl.Server):
 
     def encoded_sum(self, round: int) -> Update:
         """The sum of the round's masked messages modulo ``2^62``: exactly the sum of the weighted updates, encoded."""
-        return secure_sum_encoded([m.update for (_, r), m in sorted(self.received.items()) if r == round])
+        return secure_sum_encoded([m.update for m in fl.round_messages(self.received, round)])
 
     def aggregate(self, round: int) -> Update:
         mean = self.round_mean(round)
@@ -143,7 +143,7 @@ class DefendedServer(fl.Server):
 
     def captured_aggregate(self, round: int) -> SharedUpdate:
         """What the curious server can attack: the round's mean update, as one batch of every client's sentences."""
-        messages = [m for (_, r), m in sorted(self.received.items()) if r == round]
+        messages = fl.round_messages(self.received, round)
         first = self.captured(messages[0].client_id, round)
         return replace(first, update=self.round_mean(round), client_id=-1,
                        batch_size=sum(m.batch_size for m in messages))

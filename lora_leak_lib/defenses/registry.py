@@ -1,18 +1,24 @@
-"""The one registry of defences: name, what its knob means, how it acts, and the lab's starting strength.
+"""The one registry of defences: each entry says what its knob means, how it acts, and how a caller runs it.
 
-The defence sweep (``experiments.sweep``) and the attack lab (``widgets``) both read it. A defence acts on
-the message (``kind="message"``: a transformation of one update), on the client's training
-(``"training"``: DP-SGD), or on the protocol (``"protocol"``: batch, local steps, rank, head, secure
-aggregation), which the sweep sets up in the federated run itself.
+The defence sweep (``experiments.sweep``) and the attack lab (``widgets``) both read it; the sweep names no
+defence, so adding one is one ``DefenceSpec`` here. A defence acts on the message (``kind="message"``: a
+transformation of one update), on the client's training (``"training"``: DP-SGD), or on the protocol
+(``"protocol"``: batch, local steps, rank, head, secure aggregation). Its entry carries what the sweep needs:
+the ``fl.run_federated`` arguments it overrides, the client it builds (by kind unless it brings its own), how
+the victims are grouped, whether the server sees only a secure aggregate, and whether an accountant spends ε.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from functools import partial
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from .. import fl
+from ..message import SharedUpdate, check_int
+from .federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient, UpdateDefence
 from .update import add_noise, clip_update, quantise, top_k
 
 Update = OrderedDict[str, torch.Tensor]
@@ -34,9 +40,74 @@ def _bits(update: Update, bits: float, seed: int) -> Update:
     return quantise(update, int(bits))
 
 
+def _check_noise_multiplier(sigma: float) -> None:
+    if not sigma >= 0:
+        raise ValueError(f"the DP-SGD noise multiplier must be zero or positive, got {sigma!r}: try 1.0.")
+
+
+class SweepRecipe(Protocol):
+    """What a defence reads of the sweep's recipe (``experiments.sweep.Recipe``) to set up its run."""
+
+    n_clients: int
+    local_lr: float
+    dp_max_norm: float
+
+
+ClientFactory = Callable[..., fl.Client]
+"""``factory(client_id, examples, model, setup, seed) -> client``: what ``fl.run_federated``'s ``make_client`` is."""
+MakeClient = Callable[["DefenceSpec", Any, SweepRecipe, Sequence[int]], ClientFactory]
+"""``make(spec, value, recipe, client_ids) -> factory``: the clients a defence builds, ``client_ids`` the round's."""
+
+
+def plain_client(spec: DefenceSpec, value: Any, recipe: SweepRecipe, client_ids: Sequence[int]) -> ClientFactory:
+    """An undefended client: it sends its update as it is."""
+    return fl.Client
+
+
+def defended_client(spec: DefenceSpec, value: Any, recipe: SweepRecipe, client_ids: Sequence[int]) -> ClientFactory:
+    """A client whose message passes through the defence's transformation at ``value`` before it leaves."""
+    return partial(DefendedClient, defend=spec.defend(value))
+
+
+def dp_client(spec: DefenceSpec, value: Any, recipe: SweepRecipe, client_ids: Sequence[int]) -> ClientFactory:
+    """A DP-SGD client: clip each sentence's gradient to the recipe's ``C``, noise multiplier ``value``."""
+    return partial(DPClient, max_norm=recipe.dp_max_norm, noise_multiplier=value)
+
+
+def secure_client(spec: DefenceSpec, value: Any, recipe: SweepRecipe, client_ids: Sequence[int]) -> ClientFactory:
+    """A client that masks its weighted update with pairwise masks shared with ``client_ids``."""
+    return partial(SecureAggregationClient, client_ids=list(client_ids))
+
+
+CLIENT_OF_KIND: dict[str, MakeClient] = {"message": defended_client, "training": plain_client,
+                                         "protocol": plain_client}
+"""The client a defence builds when its entry names none: a message defence transforms, the others train plainly."""
+
+
+def _one(value: Any) -> int:
+    return 1
+
+
+def _the_knob(value: Any) -> Any:
+    return value
+
+
+def _no_overrides(value: Any, recipe: SweepRecipe) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class DefenceSpec:
-    """One defence: its knob in words, where it acts, its message transformation (if any), the lab default."""
+    """One defence: its knob in words and the check of its value, where it acts, its message transformation (if
+    any), the lab's starting strength, and how the sweep runs it.
+
+    The sweep's part: ``quick``/``full`` are the knob values it visits (one setting without a value when there
+    is no knob); ``overrides(value, recipe)`` the ``fl.run_federated`` arguments it changes (e.g. ``rank``,
+    ``n_clients``, ``protocol``); ``make_client`` the clients it builds (``None``: by ``kind``, ``CLIENT_OF_KIND``);
+    ``victim_sentences(value)`` / ``victim_clients(value)`` how many sentences each victim client holds and how
+    many clients share one attacked aggregate; ``secure``: the server learns only the round's masked sum, so
+    the attack sees the aggregate; ``accountant``: its clients report the ε they spent (``client.epsilon``).
+    """
 
     name: str
     knob: str
@@ -44,6 +115,15 @@ class DefenceSpec:
     transform: Transform | None = None
     lab_default: float | None = None
     integer_at_least: int | None = None  # the knob is an integer of at least this (batch, steps, rank, clients)
+    check: Callable[[Any], None] | None = None  # one more check of the knob's value, raising one ValueError
+    quick: tuple = ()
+    full: tuple = ()
+    overrides: Callable[[Any, SweepRecipe], dict] = _no_overrides
+    make_client: MakeClient | None = None
+    victim_sentences: Callable[[Any], int] = _one
+    victim_clients: Callable[[Any], int] = _one
+    secure: bool = False
+    accountant: bool = False
 
     @property
     def needs_value(self) -> bool:
@@ -55,31 +135,70 @@ class DefenceSpec:
             return
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"defence {self.name!r} needs a value for its knob ({self.knob}), got {value!r}.")
-        if self.integer_at_least is not None and not (isinstance(value, int) and value >= self.integer_at_least):
-            if self.integer_at_least == 1:
-                raise ValueError(f"{self.name} ({self.knob}) must be a positive integer, got {value!r}.")
-            raise ValueError(f"{self.name} ({self.knob}) needs an integer of at least {self.integer_at_least}, "
-                             f"got {value!r}.")
-        if self.name == "dp-sgd" and not value >= 0:
-            raise ValueError(f"the DP-SGD noise multiplier must be zero or positive, got {value!r}: try 1.0.")
+        if self.integer_at_least is not None:
+            check_int(value, f"{self.name} ({self.knob})", self.integer_at_least)
+        if self.check is not None:
+            self.check(value)
         if self.kind == "message":
             self.transform(OrderedDict(x=torch.ones(4, device="cpu")), value, 0)  # the transformation checks its own knob
 
+    def sweep_values(self, quick: bool = True) -> list:
+        """The knob values the sweep visits: a short list in quick mode, a longer one in full mode."""
+        if not self.needs_value:
+            return [None]
+        return list(self.quick if quick else self.full)
+
+    def defend(self, value: Any) -> UpdateDefence | None:
+        """This defence's message transformation at ``value``, ``(update, seed) -> update``, or ``None`` when it
+        acts elsewhere (in training or in the protocol)."""
+        if self.kind != "message":
+            return None
+        return partial(lambda u, s, value: self.transform(u, value, s), value=value)
+
+    def client(self, value: Any, recipe: SweepRecipe, client_ids: Sequence[int]) -> ClientFactory:
+        """The factory of the clients this defence runs, for a round of ``client_ids``."""
+        return (self.make_client or CLIENT_OF_KIND[self.kind])(self, value, recipe, client_ids)
+
+    def server(self, adam_lr: float | None) -> Callable[..., DefendedServer]:
+        """The factory of the server (``fl.run_federated``'s ``make_server``): FedAdam, secure when ``secure``."""
+        return partial(DefendedServer, secure=self.secure, adam_lr=adam_lr)
+
+    def attacked(self, server: DefendedServer, client_ids: Sequence[int], round: int) -> SharedUpdate:
+        """What the curious server attacks of one victim group: the aggregate under secure aggregation, else
+        the first victim's message."""
+        if self.secure:
+            return server.captured_aggregate(round)
+        return server.captured(client_ids[0], round)
+
 
 DEFENCES: dict[str, DefenceSpec] = {spec.name: spec for spec in (
-    DefenceSpec("none", "", "message", lambda u, v, s: u, lab_default=0.0),
-    DefenceSpec("dp-sgd", "DP-SGD noise multiplier σ (per-sample clip C)", "training", _dp_one_sentence, 1.0),
-    DefenceSpec("clip", "update norm bound", "message", lambda u, v, s: clip_update(u, v), 1.0),
-    DefenceSpec("noise", "Gaussian noise std", "message", lambda u, v, s: add_noise(u, v, s), 1e-4),
-    DefenceSpec("top-k", "fraction of entries kept", "message", lambda u, v, s: top_k(u, v), 0.1),
-    DefenceSpec("quantise", "bits per entry", "message", _bits, 8),
-    DefenceSpec("batch", "sentences per message", "protocol", integer_at_least=1),
-    DefenceSpec("local-steps", "local SGD steps E (FedAvg)", "protocol", integer_at_least=1),
-    DefenceSpec("rank", "LoRA rank r", "protocol", integer_at_least=1),
-    DefenceSpec("no-head", "", "protocol"),
-    DefenceSpec("secure-agg", "clients per secure aggregate", "protocol", integer_at_least=2),
+    DefenceSpec("none", "", "message", lambda u, v, s: u, lab_default=0.0, make_client=plain_client),
+    DefenceSpec("dp-sgd", "DP-SGD noise multiplier σ (per-sample clip C)", "training", _dp_one_sentence, 1.0,
+                check=_check_noise_multiplier, quick=(1e-5, 1e-4, 1.0), full=(1e-6, 1e-5, 3e-5, 1e-4, 1e-3, 0.1, 1.0),
+                make_client=dp_client, accountant=True),
+    DefenceSpec("clip", "update norm bound", "message", lambda u, v, s: clip_update(u, v), 1.0,
+                quick=(1.0, 0.1), full=(1.0, 0.1, 0.01)),
+    DefenceSpec("noise", "Gaussian noise std", "message", lambda u, v, s: add_noise(u, v, s), 1e-4,
+                quick=(1e-5, 1e-4, 1e-3), full=(1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
+    DefenceSpec("top-k", "fraction of entries kept", "message", lambda u, v, s: top_k(u, v), 0.1,
+                quick=(0.5, 0.1), full=(0.9, 0.5, 0.25, 0.1, 0.01)),
+    DefenceSpec("quantise", "bits per entry", "message", _bits, 8, quick=(16, 8, 4), full=(16, 12, 10, 8, 6, 4)),
+    DefenceSpec("batch", "sentences per message", "protocol", integer_at_least=1, quick=(2, 4), full=(2, 4, 8),
+                victim_sentences=_the_knob),
+    DefenceSpec("local-steps", "local SGD steps E (FedAvg)", "protocol", integer_at_least=1, quick=(2, 5),
+                full=(2, 5, 10), overrides=lambda v, recipe: dict(protocol="fedavg", local_steps=v, optimizer="sgd",
+                                                                   lr=recipe.local_lr)),
+    DefenceSpec("rank", "LoRA rank r", "protocol", integer_at_least=1, quick=(4, 2), full=(16, 4, 2, 1),
+                overrides=lambda v, recipe: dict(rank=v)),
+    DefenceSpec("secure-agg", "clients per secure aggregate", "protocol", integer_at_least=2, quick=(2, 4),
+                full=(2, 4, 8), overrides=lambda v, recipe: dict(n_clients=v), make_client=secure_client,
+                victim_clients=_the_knob, secure=True),
+    DefenceSpec("no-head", "", "protocol", overrides=lambda v, recipe: dict(train_head=False)),
 )}
-"""Every defence the course measures, by name."""
+"""Every defence the course measures, by name, in the order the sweep visits them."""
+
+BASELINE = "none"
+"""The undefended run every defence is compared with (the sweep's reference point)."""
 
 
 def check_defence(name: str) -> DefenceSpec:

@@ -7,6 +7,7 @@ from collections import OrderedDict
 import torch
 
 from ..arrays import randn
+from ..message import check_int
 
 Update = OrderedDict[str, torch.Tensor]
 
@@ -74,8 +75,7 @@ def quantise(update: dict[str, torch.Tensor], bits: int) -> Update:
     ``quantisation_step``); ``bits=8`` sends a quarter of the bytes of float32.
     """
     check_update(update)
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16:
-        raise ValueError(f"bits must be an integer from 2 to 16, got {bits!r}: try 8 or 4.")
+    check_int(bits, "bits", 2, 16, hint="try 8 or 4")
     out = OrderedDict()
     for name, t in update.items():
         step = quantisation_step(t, bits)

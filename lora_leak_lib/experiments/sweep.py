@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,8 +11,8 @@ import numpy as np
 
 from .. import data, fl
 from ..attacks import Knowledge, Reconstruction, SharedUpdate, get_attack
-from ..defenses.federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient
-from ..defenses.registry import DEFENCES, check_defence
+from ..defenses.federated import DefendedServer
+from ..defenses.registry import BASELINE, DEFENCES, DefenceSpec, check_defence
 from ..defenses.secure_aggregation import subtract_own
 from .core import longest, score
 
@@ -61,41 +60,30 @@ class Defence:
         check_defence(self.name).check_value(self.value)
 
     @property
+    def spec(self) -> DefenceSpec:
+        """This defence's registry entry: everything the sweep does with it comes from there."""
+        return check_defence(self.name)
+
+    @property
     def label(self) -> str:
         return self.name if self.value is None else f"{self.name} {self.value:g}"
 
     def transform(self) -> Callable[[OrderedDict, int], OrderedDict] | None:
         """The message transformation of this defence, ``(update, seed) -> update``, or ``None`` when it acts
         elsewhere (in training or in the protocol)."""
-        spec = DEFENCES[self.name]
-        if spec.kind != "message" or self.name == "none":
-            return None
-        return partial(lambda u, s, value: spec.transform(u, value, s), value=self.value)
+        return self.spec.defend(self.value)
 
     def run_kwargs(self, recipe: Recipe) -> dict:
-        """Arguments of ``fl.run_federated`` for this defence on top of ``recipe``."""
-        kwargs = dict(source=recipe.source, limit=recipe.limit, held_out=recipe.held_out, rank=recipe.rank,
-                      lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed, progress=False)
-        n_clients, protocol = recipe.n_clients, "fedsgd"
-        secure = self.name == "secure-agg"
-        if self.name == "rank":
-            kwargs["rank"] = self.value
-        elif self.name == "no-head":
-            kwargs["train_head"] = False
-        elif self.name == "local-steps":
-            protocol = "fedavg"
-            kwargs.update(local_steps=self.value, optimizer="sgd", lr=recipe.local_lr)
-        elif self.name == "secure-agg":
-            n_clients = self.value
-        if self.transform() is not None:
-            kwargs["make_client"] = partial(DefendedClient, defend=self.transform())
-        elif self.name == "dp-sgd":
-            kwargs["make_client"] = partial(DPClient, max_norm=recipe.dp_max_norm, noise_multiplier=self.value)
-        elif secure:
-            kwargs["make_client"] = partial(SecureAggregationClient, client_ids=list(range(n_clients)))
-        kwargs["make_server"] = partial(DefendedServer, secure=secure, adam_lr=recipe.lr)
-        return dict(model_name=recipe.model_name, n_clients=n_clients, rounds=recipe.rounds, protocol=protocol,
-                    **kwargs)
+        """Arguments of ``fl.run_federated`` for this defence on top of ``recipe``: FedSGD clients and a FedAdam
+        server, with what the defence's registry entry changes (its overrides, its clients, a secure server)."""
+        spec = self.spec
+        kwargs = dict(model_name=recipe.model_name, n_clients=recipe.n_clients, rounds=recipe.rounds,
+                      protocol="fedsgd", source=recipe.source, limit=recipe.limit, held_out=recipe.held_out,
+                      rank=recipe.rank, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed, progress=False)
+        kwargs.update(spec.overrides(self.value, recipe))
+        kwargs["make_client"] = spec.client(self.value, recipe, list(range(kwargs["n_clients"])))
+        kwargs["make_server"] = spec.server(adam_lr=recipe.lr)
+        return kwargs
 
 
 def strongest_attack(shared: SharedUpdate, knowledge: Knowledge) -> Reconstruction:
@@ -107,21 +95,15 @@ def victim_client(defence: Defence, recipe: Recipe, client_id: int, examples: Se
                   model, setup: fl.FederatedSetup, group: Sequence[int]) -> fl.Client:
     """A victim client that defends its message exactly as the trained clients did (batch = all its sentences)."""
     setup = fl.FederatedSetup(**{**asdict(setup), "batch_size": max(1, len(examples))})
-    if defence.transform() is not None:
-        return DefendedClient(client_id, examples, model, setup, recipe.seed, defend=defence.transform())
-    if defence.name == "dp-sgd":
-        return DPClient(client_id, examples, model, setup, recipe.seed, max_norm=recipe.dp_max_norm,
-                        noise_multiplier=defence.value)
-    if defence.name == "secure-agg":
-        return SecureAggregationClient(client_id, examples, model, setup, recipe.seed, client_ids=list(group))
-    return fl.Client(client_id, examples, model, setup, recipe.seed)
+    make = defence.spec.client(defence.value, recipe, list(group))
+    return make(client_id, examples, model, setup, recipe.seed)
 
 
 def victim_groups(defence: Defence, recipe: Recipe, pool: Sequence[data.Example]) -> list[list[list[data.Example]]]:
     """The victims' private data: ``n_victims`` groups of clients (k per secure aggregate, else 1), each client
     holding ``b`` sentences (``b`` = the batch knob, else 1), drawn from the held-out sentences."""
-    per_client = defence.value if defence.name == "batch" else 1
-    per_group = defence.value if defence.name == "secure-agg" else 1
+    per_client = defence.spec.victim_sentences(defence.value)
+    per_group = defence.spec.victim_clients(defence.value)
     need = recipe.n_victims * per_group * per_client
     if need > len(pool):
         raise ValueError(f"the sweep needs {need} held-out sentences for its victims but has {len(pool)}: "
@@ -150,10 +132,8 @@ def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recip
         if insider:
             shared = _insider_view(server, victims, state, round + g)
             victims = victims[1:]
-        elif defence.name == "secure-agg":
-            shared = server.captured_aggregate(round + g)
         else:
-            shared = server.captured(ids[0], round + g)
+            shared = defence.spec.attacked(server, ids, round + g)
         references = [e.text for v in victims for e in message_references(v)]
         model_name = history.setup.model_name
         # the attacker knows the longest sentence's length (the batch size is in the message's metadata)
@@ -213,7 +193,7 @@ def run_setting(defence: Defence, recipe: Recipe = Recipe(), attack: AttackFn = 
     """Federated training under ``defence`` for ``recipe.rounds`` rounds, then the attack on its victims."""
     history = fl.run_federated(**defence.run_kwargs(recipe))
     rows, examples, error, seconds = attack_victims(history, defence, recipe, attack)
-    eps = history.clients[0].epsilon(recipe.rounds, recipe.dp_delta) if defence.name == "dp-sgd" else None
+    eps = history.clients[0].epsilon(recipe.rounds, recipe.dp_delta) if defence.spec.accountant else None
     return _result(defence, history, rows, examples, error, seconds, eps)
 
 
@@ -236,20 +216,9 @@ def _result(defence: Defence, history: fl.FederatedHistory, rows: list[dict[str,
 
 
 def settings(quick: bool = True) -> list[Defence]:
-    """The knob values the sweep visits: a short list in quick mode, a longer one in full mode."""
-    grid: dict[str, list] = {
-        "dp-sgd": [1e-5, 1e-4, 1.0] if quick else [1e-6, 1e-5, 3e-5, 1e-4, 1e-3, 0.1, 1.0],
-        "clip": [1.0, 0.1] if quick else [1.0, 0.1, 0.01],
-        "noise": [1e-5, 1e-4, 1e-3] if quick else [1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
-        "top-k": [0.5, 0.1] if quick else [0.9, 0.5, 0.25, 0.1, 0.01],
-        "quantise": [16, 8, 4] if quick else [16, 12, 10, 8, 6, 4],
-        "batch": [2, 4] if quick else [2, 4, 8],
-        "local-steps": [2, 5] if quick else [2, 5, 10],
-        "rank": [4, 2] if quick else [16, 4, 2, 1],
-        "secure-agg": [2, 4] if quick else [2, 4, 8],
-    }
-    return ([Defence("none")] + [Defence(name, v) for name, values in grid.items() for v in values]
-            + [Defence("no-head")])
+    """The knob values the sweep visits, defence by defence in registry order (each entry's ``quick`` or
+    ``full`` values; one setting for a defence without a knob)."""
+    return [Defence(name, v) for name, spec in DEFENCES.items() for v in spec.sweep_values(quick)]
 
 
 def run_sweep(defences: Sequence[Defence], recipe: Recipe = Recipe(), attack: AttackFn = strongest_attack,
@@ -276,11 +245,11 @@ def recommendations(results: Sequence[SettingResult], threshold: float = 0.2) ->
     Each row reads "this setting cuts reconstruction to X% at a cost of Y accuracy points"; a defence with no
     such setting in the sweep says so.
     """
-    baseline = next((r for r in results if r.defence == "none"), None)
+    baseline = next((r for r in results if r.defence == BASELINE), None)
     if baseline is None:
-        raise ValueError("the results hold no baseline: include Defence('none') in the sweep.")
+        raise ValueError(f"the results hold no baseline: include Defence({BASELINE!r}) in the sweep.")
     rows = []
-    for name in dict.fromkeys(r.defence for r in results if r.defence != "none"):
+    for name in dict.fromkeys(r.defence for r in results if r.defence != BASELINE):
         family = [r for r in results if r.defence == name]
         good = [r for r in family if not math.isnan(r.rouge1) and r.rouge1 < threshold]
         best = max(good, key=lambda r: (r.accuracy, -r.rouge1, -(r.epsilon or 0.0))) if good else None
