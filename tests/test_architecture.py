@@ -200,11 +200,11 @@ def test_the_attack_model_has_exactly_the_shared_tensors_as_parameters(trained):
     shared, text, _ = trained
     model = shared.attack_model()
     assert [n for n, _ in model.named_parameters()] == list(shared.update)
-    encoded = ll.models.load_tokenizer("tiny-bert")([text], return_tensors="pt")
-    loss = torch.nn.functional.cross_entropy(model(**encoded).logits, torch.tensor([1]))
+    encoded = ll.models.load_tokenizer("tiny-bert")([text], return_tensors="pt").to(model.device)
+    loss = torch.nn.functional.cross_entropy(model(**encoded).logits, torch.tensor([1], device=model.device))
     grads = torch.autograd.grad(loss, list(model.parameters()))
     for g, (name, sent) in zip(grads, shared.update.items()):
-        assert torch.allclose(g, sent, rtol=1e-4, atol=1e-7), name  # the true sentence gives the message back
+        assert torch.allclose(g, sent.to(g.device), rtol=1e-4, atol=1e-7), name  # the true sentence gives it back
 
 
 def test_models_load_once_and_leave_the_random_state_as_a_fresh_build(capfd):

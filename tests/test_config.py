@@ -33,6 +33,8 @@ def test_default_is_quick_on_ci_even_with_a_gpu(monkeypatch):
 def test_default_follows_the_device_off_ci(monkeypatch):
     monkeypatch.delenv(config.MODE_VARIABLE, raising=False)
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv(config.DEVICE_VARIABLE, raising=False)  # the default device: whatever the session chose
+    monkeypatch.setattr(config, "_chosen", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert config.mode() == "quick"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

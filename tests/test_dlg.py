@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import lora_leak_lib as ll
+from lora_leak_lib import config
 from lora_leak_lib.attacks import DLG, Knowledge, Reconstruction, deep_leakage, infer_labels, matching_losses
 from lora_leak_lib.attacks.search import cover_assignment
 
@@ -158,11 +159,13 @@ def test_batch_distances_equal_the_one_by_one_matching_loss(round0_problem):
     problem, reference = round0_problem
     candidates = [reference, reference[::-1], [reference[0]] * len(reference), [2000] + reference[1:]]
     for distance in ("cosine", "l2", "tag"):
-        batched = problem.batch_distances(torch.tensor(candidates), distance=distance, chunk=3)
+        batched = problem.batch_distances(torch.tensor(candidates, device=config.device()), distance=distance,
+                                          chunk=3)
         single = [problem.discrete_distance([c], None, distance, 0.01) for c in candidates]
-        assert torch.allclose(batched, torch.tensor(single, dtype=torch.double), rtol=1e-4, atol=1e-6)
-    assert float(problem.batch_distances(torch.tensor([reference]))[0]) < 1e-6
-    assert float(problem.batch_distances(torch.tensor([reference[::-1]]))[0]) > 1e-2
+        assert torch.allclose(batched, torch.tensor(single, dtype=torch.double, device=batched.device), rtol=1e-4,
+                              atol=1e-6)
+    assert float(problem.batch_distances(torch.tensor([reference], device=config.device()))[0]) < 1e-6
+    assert float(problem.batch_distances(torch.tensor([reference[::-1]], device=config.device()))[0]) > 1e-2
 
 
 def test_search_substitutes_and_swaps_back_to_the_private_sentence(round0_problem):
@@ -170,7 +173,7 @@ def test_search_substitutes_and_swaps_back_to_the_private_sentence(round0_proble
     wrong = [2000, 3000, 4000]
     start = [wrong[0]] + reference[1:]
     start[1], start[2] = start[2], start[1]                    # one wrong token and one swapped pair
-    shortlist = torch.tensor([[t, *wrong] for t in reference])  # the true token is somewhere in each row
+    shortlist = torch.tensor([[t, *wrong] for t in reference], device=config.device())  # the true token is in each row
     attack = DLG(search_steps=5, gradient_candidates=0, progress=False)
     assert attack.search(problem, [start], shortlist, []) == [reference]
     assert dataclasses.replace(attack, search_steps=1).search(problem, [start], shortlist, []) != [reference]
@@ -179,13 +182,14 @@ def test_search_substitutes_and_swaps_back_to_the_private_sentence(round0_proble
 def test_scale_weighs_the_shared_tensors_without_moving_the_minimum(round0_problem):
     problem, reference = round0_problem
     raw = [t.clone() for t in problem.target]
-    candidates = torch.tensor([reference, reference[::-1]])
+    candidates = torch.tensor([reference, reference[::-1]], device=config.device())
     try:
         problem.rescale("global")
         assert abs(sum(float(t.pow(2).sum()) for t in problem.target) - 1) < 1e-4
         glob = problem.batch_distances(candidates, distance="l2")
         assert torch.allclose(glob, torch.tensor([problem.discrete_distance([c.tolist()], None, "l2", 0.01)
-                                                  for c in candidates], dtype=torch.double), rtol=1e-4, atol=1e-7)
+                                                  for c in candidates], dtype=torch.double, device=glob.device),
+                              rtol=1e-4, atol=1e-7)
         assert float(glob[0]) < 1e-6 < float(glob[1])  # the client's sentence is still the minimum
         problem.rescale("tensor")
         assert all(abs(float(t.norm()) - 1) < 1e-4 for t, r in zip(problem.target, raw) if r.abs().sum() > 0)

@@ -46,7 +46,7 @@ def _small_mpnet() -> torch.nn.Module:
     config = MPNetConfig(vocab_size=30527, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                          max_position_embeddings=514)
-    return models.FAMILIES["mpnet"].model_class(config).eval()
+    return models.FAMILIES["mpnet"].model_class(config).eval().to(ll.config.device())  # where the library's models live
 
 
 @pytest.mark.parametrize("build", [lambda: models.load_model("tiny-bert", seed=0),
@@ -59,12 +59,12 @@ def test_the_first_layer_inputs_in_closed_form_are_what_the_model_feeds_its_lora
                   if n.startswith(family.layer_prefix.format(0)) and n.endswith(family.layer_inputs[0]))
     seen = []
     hook = reader.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
-    ids = torch.tensor([[5, 1996, 3185, 2001, 6]])
+    ids = torch.tensor([[5, 1996, 3185, 2001, 6]], device=next(model.parameters()).device)
     with torch.no_grad():
         model(input_ids=ids)
     hook.remove()
     inputs = EmbeddingInputs.from_model(model)
-    closed_form = inputs.vectors(ids[0], torch.arange(ids.shape[1]))
+    closed_form = inputs.vectors(ids[0], torch.arange(ids.shape[1], device=ids.device))
     assert torch.allclose(closed_form.float(), seen[0][0], atol=1e-5)
 
 

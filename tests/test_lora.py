@@ -19,7 +19,7 @@ def _layer(rank=4, alpha=8.0, d_in=12, d_out=10, random_B=True, seed=0) -> lora.
 
 
 def _loss(y: torch.Tensor) -> torch.Tensor:
-    return (y.tanh() * torch.linspace(-1, 1, y.shape[-1], dtype=y.dtype)).sum()
+    return (y.tanh() * torch.linspace(-1, 1, y.shape[-1], dtype=y.dtype, device=y.device)).sum()
 
 
 def test_layer_starts_equal_to_the_frozen_layer():
@@ -95,7 +95,7 @@ def test_hand_written_layer_matches_peft_outputs_and_gradients():
         mine.A.copy_(peft_layer.lora_A["default"].weight)
         mine.B.copy_(peft_layer.lora_B["default"].weight)
     assert mine.scaling == peft_layer.scaling["default"]
-    x = torch.randn(1, 9, 128, dtype=torch.float64)
+    x = torch.randn(1, 9, 128, dtype=torch.float64, device=mine.A.device)
     y_peft, y_mine = peft_layer(x), mine(x)
     assert gradients.relative_error(y_mine, y_peft) < 1e-12
     peft_grads = torch.autograd.grad(_loss(y_peft), [peft_layer.lora_A["default"].weight,

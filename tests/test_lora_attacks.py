@@ -17,10 +17,11 @@ def test_pooled_output_is_read_exactly_from_the_head_gradient():
     text = "i owe the bank four thousand pounds"
     shared = ll.fl.capture_update([text], [1], "tiny-bert", rank=4, rounds=0)
     model = shared.public_model()
-    encoded = ll.models.load_tokenizer("tiny-bert")([text], return_tensors="pt")
+    encoded = ll.models.load_tokenizer("tiny-bert")([text], return_tensors="pt").to(model.device)
     with torch.no_grad():
         pooled = model.get_base_model().bert(**encoded).pooler_output[0].double()
-    assert torch.allclose(ll.attacks.pooled_output(shared.update), pooled, atol=1e-4)
+    read = ll.attacks.pooled_output(shared.update)
+    assert torch.allclose(read, pooled.to(read.device), atol=1e-4)
     assert ll.attacks.lora_a_is_zero(shared.update)
 
 

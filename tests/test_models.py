@@ -46,7 +46,7 @@ def test_tiny_bert_and_minilm_share_the_uncased_wordpiece_tokenizer():
 
 def test_eager_attention_allows_the_double_backward_of_gradient_matching():
     model = models.load_model("tiny-bert", seed=0)
-    embeddings = torch.randn(1, 5, 128, requires_grad=True)
+    embeddings = torch.randn(1, 5, 128, device=model.classifier.weight.device, requires_grad=True)
     loss = model(inputs_embeds=embeddings).logits.logsumexp(-1).sum()
     (grad,) = torch.autograd.grad(loss, model.classifier.weight, create_graph=True)
     (second,) = torch.autograd.grad(grad.square().sum(), embeddings)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import lora_leak_lib as ll
+from lora_leak_lib import config
 from lora_leak_lib.attacks import span
 
 
@@ -15,14 +16,15 @@ def tiny():
 def planted_rows(inputs, ids, rows, seed=0):
     """Random combinations of a planted sentence's first-layer inputs: what dL/dA = s·Bᵀ·Σ δ_t x_tᵀ looks like."""
     x = inputs.vectors(torch.tensor(ids), torch.arange(len(ids)))
-    return torch.randn(rows, len(ids), generator=torch.Generator().manual_seed(seed), dtype=torch.double) @ x
+    weights = torch.randn(rows, len(ids), generator=torch.Generator().manual_seed(seed), dtype=torch.double)
+    return weights.to(x.device) @ x
 
 
 def test_closed_form_distances_match_explicit_vectors(tiny):
     tokenizer, inputs, _ = tiny
     ids = tokenizer("my pin is four four two one")["input_ids"]
     basis = ll.attacks.input_span(planted_rows(inputs, ids, 16))
-    tokens = torch.tensor([1996, 2026, 7279, 5000])
+    tokens = torch.tensor([1996, 2026, 7279, 5000], device=config.device())
     fast = inputs.span_distances(basis, len(ids), tokens)
     for p in range(len(ids)):
         x = inputs.vectors(tokens, torch.full((4,), p))
