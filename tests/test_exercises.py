@@ -328,3 +328,11 @@ def test_noise_multiplier_right_and_wrong():
     assert "pick one" in exercises.check_noise_multiplier(3.0, candidates, target, 1.0, steps).message
     with pytest.raises(ValueError, match="larger noise"):
         exercises.check_noise_multiplier(8.0, candidates, spent[8.0] / 2, 1.0, steps)
+
+
+def test_an_answer_made_on_the_cpu_is_checked_against_values_on_the_device(device):
+    # A learner on a GPU writes torch.tensor(...) on the CPU; the expected values live on the library's device.
+    expected = {"a": torch.ones(2, 3, device=device), "b": torch.zeros(3, device=device)}
+    assert exercises.check_tensor("x", torch.ones(2, 3), expected["a"]).ok
+    assert exercises.check_state("update", {"a": torch.ones(2, 3), "b": torch.zeros(3)}, expected).ok
+    assert not exercises.check_state("update", {"a": -torch.ones(2, 3), "b": torch.zeros(3)}, expected).ok

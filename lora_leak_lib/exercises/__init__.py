@@ -1,0 +1,14 @@
+"""Exercises: checkers that give a learner specific feedback on an answer, one module per part of the course
+(the student copies of the notebooks are made by ``student_copies``)."""
+from .defences import check_defence_choice, check_noise_multiplier
+from .federated import (check_gradient_from_delta, check_lora_gradient_A, check_lora_gradient_B, check_rank_bound,
+                        check_update_bytes, check_weighted_mean)
+from .feedback import Feedback, check_state, check_tensor
+from .leakage import (check_label_from_bias, check_linear_input, check_sequence_length, check_span_dimension,
+                      check_span_distance, check_token_order, check_token_set)
+
+__all__ = ["Feedback", "check_state", "check_tensor", "check_lora_gradient_A", "check_lora_gradient_B",
+           "check_rank_bound", "check_update_bytes", "check_weighted_mean", "check_gradient_from_delta",
+           "check_label_from_bias", "check_linear_input", "check_token_set", "check_sequence_length",
+           "check_token_order", "check_span_distance", "check_span_dimension", "check_defence_choice",
+           "check_noise_multiplier"]
