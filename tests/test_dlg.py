@@ -39,6 +39,14 @@ def test_deep_leakage_recovers_input_and_label_jointly():
     assert [step for step, _ in leak.snapshots] == [5, 10, 15, 20, 25, 30]
 
 
+def test_deep_leakage_with_known_labels_runs_on_the_models_device(device):
+    model = _small_net().to(device)  # iDLG: the label is read first, then fixed
+    x, y = torch.rand(1, 8, device=device), torch.tensor([2], device=device)
+    leak = deep_leakage(model, _gradients(model, x, y), (1, 8), 3, steps=30, labels=[2], progress=False)
+    assert leak.labels == [2] and leak.inputs.device == device
+    assert leak.loss_history[-1] < 1e-3 * leak.loss_history[0]
+
+
 def test_deep_leakage_checks_tensor_names():
     model = _small_net()
     shared = _gradients(model, torch.rand(1, 8), torch.tensor([0]))

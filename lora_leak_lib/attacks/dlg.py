@@ -125,7 +125,7 @@ def deep_leakage(model: nn.Module, shared: dict[str, torch.Tensor], input_shape:
         if labels is None:
             loss = soft_label_loss(logits, label_logits)
         else:
-            loss = nn.functional.cross_entropy(logits, torch.as_tensor(list(labels), device=device))
+            loss = nn.functional.cross_entropy(logits, torch.as_tensor(list(labels), device=like.device))
         return list(torch.autograd.grad(loss, list(params.values()), create_graph=True))
 
     variables = [dummy, label_logits] if labels is None else [dummy]
