@@ -96,16 +96,17 @@ def test_a_step_records_its_command_time_status_and_budget():
     assert set(entry) == {"step", "command", "seconds", "status", "within_budget", "left_out", "output_tail"}
     assert entry["step"] == "trivial" and entry["status"] == "passed" and entry["within_budget"] is True
     assert entry["command"].startswith("LORA_LEAK_DEVICE=cuda ") and entry["command"].endswith("-c pass")
-    assert isinstance(entry["seconds"], float) and 0 <= entry["seconds"] < 60 and entry["left_out"] == []
+    assert isinstance(entry["seconds"], float) and entry["seconds"] >= 0 and entry["left_out"] == []
     failing = gpu.Step("failing", [sys.executable, "-c", "print('why'); raise SystemExit(3)"], {}, notebook=True)
     entry = gpu.run_step(failing, timeout=60, budget=300)
     assert entry["status"] == "failed (3)" and entry["within_budget"] is False and "why" in entry["output_tail"]
-    over = gpu.run_step(gpu.Step("slow", [sys.executable, "-c", "pass"], {}, notebook=True), timeout=60, budget=0)
-    assert over["status"] == "passed" and over["within_budget"] is False  # 0 s budget: no notebook meets it
+    slow = gpu.Step("slow", [sys.executable, "-c", "import time; time.sleep(1.5)"], {}, notebook=True)
+    over = gpu.run_step(slow, timeout=60, budget=1)
+    assert over["status"] == "passed" and over["within_budget"] is False  # it sleeps past its budget on any machine
     table = gpu.run_step(gpu.Step("table", [sys.executable, "-c", "pass"], {}), timeout=60, budget=300)
     assert table["within_budget"] is None  # the budget is a notebook's
     hung = gpu.run_step(gpu.Step("hung", [sys.executable, "-c", "import time; time.sleep(60)"], {}), 1, 300)
-    assert hung["status"] == "timed out after 1 s" and hung["seconds"] < 30
+    assert hung["status"] == "timed out after 1 s" and hung["seconds"] >= 1
 
 
 def test_the_record_is_written_after_every_step(tmp_path, capsys):
