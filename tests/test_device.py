@@ -186,10 +186,10 @@ PUT_BACK = {
                                                                   _dlg_with_a_token_set),
     "secure_aggregation.py: CPU masks added to a device update": (secure_aggregation, "integers", _masks_on_the_cpu,
                                                                   _secure_aggregation),
-    "flower.py: .numpy() of a device delta in the SecAgg+ client": (flower, "to_numpy", _numpy_without_a_move,
-                                                                    _secagg_client_delta),
-    "flower.py: from_numpy results left on the CPU": (flower, "from_numpy", _arrays_left_on_the_cpu,
-                                                      _attack_on_a_quantised_update),
+    "flower/conversion.py: .numpy() of a device delta in the SecAgg+ client": (
+        flower.conversion, "to_numpy", _numpy_without_a_move, _secagg_client_delta),
+    "flower/conversion.py: from_numpy results left on the CPU": (
+        flower.conversion, "from_numpy", _arrays_left_on_the_cpu, _attack_on_a_quantised_update),
 }
 
 
@@ -197,7 +197,7 @@ PUT_BACK = {
 @pytest.mark.parametrize("bug", list(PUT_BACK))
 def test_a_device_bug_put_back_fails_on_the_fake_accelerator(bug, monkeypatch):
     module, name, buggy, path = PUT_BACK[bug]
-    if module is flower and not flower.flower_available():
+    if module is flower.conversion and not flower.flower_available():
         pytest.skip(flower.INSTALL_HINT)
     path()  # the fixed library passes
     monkeypatch.setattr(module, name, buggy)
