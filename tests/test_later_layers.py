@@ -2,7 +2,7 @@
 import pytest
 
 import lora_leak_lib as ll
-from lora_leak_lib.attacks import later_layers, span
+from lora_leak_lib.attacks import later_layers, search, span
 
 TEXT = "the quiet garden keeps its secrets under the old stone wall"
 
@@ -51,7 +51,7 @@ def test_neighbours_keep_cls_and_sep_and_combine_applies_disjoint_steps():
     assert ([101, 1, 9, 3, 4, 102], {2}) in steps
     swap = ([101, 2, 1, 3, 4, 102], {1, 2})
     substitution = ([101, 1, 2, 3, 9, 102], {4})
-    assert later_layers.combine(ids, [swap, substitution]) == [101, 2, 1, 3, 9, 102]
+    assert search.combine(ids, [swap, substitution]) == [101, 2, 1, 3, 9, 102]
 
 
 def test_deep_refine_repairs_a_swap_and_a_wrong_token(case):

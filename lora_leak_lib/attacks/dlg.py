@@ -15,7 +15,7 @@ from ..arrays import randn
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .distances import check_distance, check_update, gradient_distance
 from .registry import register
-from .search import swaps
+from .search import kicked, random_substitutions, substituted, swaps
 from .text_problem import TextProblem, check_scale, soft_label_loss
 
 OPTIMIZERS = ("adam", "lbfgs")
@@ -294,11 +294,7 @@ class DLG:
         for _ in range(self.kicks):
             if best <= REFINE_TOL:
                 break
-            sentence = list(best_sentence)
-            positions = torch.randint(len(sentence), (self.kick_size,), generator=generator, device="cpu")
-            picks = torch.randint(shortlist.shape[1], (self.kick_size,), generator=generator, device="cpu")
-            for p, k in zip(positions.tolist(), picks.tolist()):
-                sentence[p] = int(shortlist[p][k])
+            sentence = kicked(best_sentence, random_substitutions(best_sentence, shortlist, self.kick_size, generator))
             sentence, value = self.descend(problem, sentence, shortlist, label)
             if value < best:
                 best_sentence, best = sentence, value
@@ -319,7 +315,7 @@ class DLG:
             tokens = shortlist
             if self.gradient_candidates:
                 tokens = torch.cat([tokens, self._first_order_candidates(problem, sentence, label)], dim=1)
-            candidates = [sentence[:i] + [t] + sentence[i + 1:] for i in range(len(sentence))
+            candidates = [substituted(sentence, i, t) for i in range(len(sentence))
                           for t in tokens[i].unique().tolist() if t != sentence[i]]
             candidates += swaps(sentence)
             if not candidates:
@@ -347,7 +343,7 @@ class DLG:
                 break
             candidates = swaps(sentence)
             if problem.vocab.numel() < len(sentence):  # a token repeats: which one is unknown, so try others
-                candidates += [sentence[:i] + [t] + sentence[i + 1:] for i in range(len(sentence))
+                candidates += [substituted(sentence, i, t) for i in range(len(sentence))
                                for t in problem.vocab.tolist() if t != sentence[i]]
             if not candidates:
                 break

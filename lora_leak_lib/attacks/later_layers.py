@@ -10,7 +10,6 @@ swaps and substitutions, the substitutes ranked over the whole vocabulary by the
 """
 from __future__ import annotations
 
-import re
 import time
 from typing import Callable, Sequence
 
@@ -18,93 +17,19 @@ import torch
 
 from .. import models
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
-from .inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, lora_a_is_zero, public_inputs
+from .inputs import EmbeddingInputs, allowed_tokens, lora_a_is_zero, public_inputs
+from .layer_residual import DEFAULT_LAYERS, LayerResidual
 from .registry import register
-from .search import rearrangements_at
+from .search import (descent_step, input_basis, kicked, random_moves, rearrangements_at, substitution,
+                     unexplained)
 from .span import CERTIFIED, span_attack
+from .threading import thread_batch
 
 LATER_ROUNDS = 40
 """Rounds of the later-layer search on a sentence the first layer alone could not certify (each scores up to
 258 candidate sentences on layers 0 and 1): the budget is counted in steps, never in seconds."""
 SAFETY_SECONDS = 3600.0
 """A runaway guard only: no default search comes near it, and no test or notebook result depends on it."""
-DEFAULT_LAYERS = (0, 1)
-"""Layers whose spans the certificate sums: layer 1 adds most of the order information for little cost."""
-
-
-class _Enough(Exception):
-    """Raised by the last hook a residual needs: the layers above it need not run."""
-
-
-class LayerResidual:
-    """``Σ_l ‖Q_l − Q_l·P_{H_l}‖²`` for candidate sentences: how much of each layer's span they leave out.
-
-    ``Q_l`` is the orthonormal basis of layer ``l``'s stacked attention ``lora_A`` rows, ``H_l`` the
-    candidate's inputs to those projections (its hidden states, after ``ln_1`` in GPT-2), read by hooks while
-    the public model with this round's adapter runs on the candidate: the same code for every family.
-    """
-
-    def __init__(self, shared: SharedUpdate, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
-        self.model = shared.public_model()
-        self.bases = {}
-        for layer in layers:
-            try:
-                self.bases[layer] = input_span(first_layer_rows(shared.update, layer))
-            except ValueError:  # no attention LoRA there, or a zero gradient: that layer says nothing
-                continue
-        if not self.bases:
-            raise ValueError(f"no layer of {tuple(layers)} has a non-zero attention lora_A gradient to test.")
-        self.readers = {layer: _reader(self.model, layer) for layer in self.bases}
-
-    @torch.no_grad()
-    def __call__(self, candidates: Sequence[Sequence[int]], layers: Sequence[int] | None = None,
-                 chunk: int = 128) -> torch.Tensor:
-        """The summed residual of every candidate (token ids with their first and last special token, all of
-        one length), over ``layers`` (default: all this object tests; ``(0,)`` runs no transformer block)."""
-        device = next(iter(self.bases.values())).device
-        ids = torch.as_tensor(candidates, device=device)
-        bases = {l: b for l, b in self.bases.items() if layers is None or l in layers}
-        values = []
-        for part in ids.split(chunk):
-            total = torch.zeros(len(part), dtype=torch.float64, device=device)
-            for layer, hidden in self.layer_inputs(part, tuple(bases)).items():
-                u, _ = torch.linalg.qr(hidden.double().transpose(1, 2))   # (N, d, n): each candidate's span
-                total += bases[layer].pow(2).sum() - (bases[layer] @ u).pow(2).sum((1, 2))
-            values.append(total.clamp(min=0.0))
-        return torch.cat(values)
-
-    @torch.no_grad()
-    def layer_inputs(self, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        """What the attention projections of each of ``layers`` read for a batch of token ids (``N × n × d``),
-        from one forward pass of the public model that stops after the deepest of them."""
-        seen, last = {}, max(layers)
-
-        def read(layer: int):
-            def hook(_module, args):
-                seen[layer] = args[0]
-                if layer == last:
-                    raise _Enough
-            return hook
-
-        hooks = [self.readers[layer].register_forward_pre_hook(read(layer)) for layer in layers]
-        try:
-            self.model(input_ids=torch.as_tensor(ids, device=next(iter(self.bases.values())).device))
-        except _Enough:
-            pass
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return seen
-
-
-def _reader(model: torch.nn.Module, layer: int) -> torch.nn.Module:
-    """The first module of ``layer`` that reads the layer's input (BERT's query, MPNet's q, GPT-2's c_attn)."""
-    kind = models.family_of(model)
-    pattern = re.compile(rf"^{re.escape(kind.layer_prefix.format(layer))}(.*\.)?({'|'.join(kind.layer_inputs)})$")
-    for name, module in models.base_of(model).named_modules():
-        if pattern.match(name):
-            return module
-    raise ValueError(f"layer {layer} of this {kind.name} model has no attention projection to read.")
 
 
 def substitutes(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
@@ -123,8 +48,8 @@ def substitutes(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], vo
     chosen = inputs.vectors(ids, list(range(n)))
     out = {}
     for p in range(1, n - 1):
-        u, _ = torch.linalg.qr(torch.cat([chosen[:p], chosen[p + 1:]]).T)   # inputs of the other positions
-        resid = basis - (basis @ u) @ u.T
+        u = input_basis(torch.cat([chosen[:p], chosen[p + 1:]]))            # inputs of the other positions
+        resid = unexplained(basis, u)
         c = inputs.positions[p].float()
         gc = gamma * c
         sigma = torch.sqrt((e_norm + 2 * (e @ c) + c.pow(2).sum()) / d + inputs.eps)
@@ -145,20 +70,7 @@ def neighbours(ids: list[int], substitutes: dict[int, list[int]], window: int) -
     out = []
     for p in inner:
         out += [([ids[i] for i in order], touched) for order, touched in rearrangements_at(ids, p, inner, window)]
-        for token in substitutes.get(p, []):
-            if token != ids[p]:
-                changed = list(ids)
-                changed[p] = token
-                out.append((changed, {p}))
-    return out
-
-
-def combine(ids: list[int], steps: list[tuple[list[int], set[int]]]) -> list[int]:
-    """Apply several steps that touch disjoint positions to ``ids`` at once."""
-    out = list(ids)
-    for sentence, touched in steps:
-        for p in touched:
-            out[p] = sentence[p]
+        out += [substitution(ids, p, token) for token in substitutes.get(p, []) if token != ids[p]]
     return out
 
 
@@ -198,39 +110,21 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
         if len(steps) > shortlist:
             first = score([s for s, _ in steps], layers=(0,))
             steps = [steps[i] for i in torch.argsort(first)[:shortlist].tolist()]
-        values = score([s for s, _ in steps])
-        order = torch.argsort(values).tolist()
-        if float(values[order[0]]) >= value:
-            if not fresh:
-                subs, fresh = substitutes(basis, inputs, ids, vocab, substitute_count), True
-                continue
-            if kick == 0 or stale >= patience:
-                break
-            stale += 1
-            moves = neighbours(best_ids, subs, window)
-            picks = torch.randperm(len(moves), generator=generator, device="cpu")[:kick].tolist()
-            ids = list(best_ids)
-            for i in picks:  # one after the other: a later step may undo part of an earlier one
-                ids = combine(ids, [moves[i]])
-            value, fresh = float(score([ids])[0]), False
+        step = descent_step(ids, steps, score, value)
+        if step is not None:
+            (ids, value), fresh = step, False
+            if value < best:
+                best_ids, best, stale = list(ids), value, 0
             continue
-        taken, blocked = [], set()
-        for i in order:
-            if float(values[i]) >= value:
-                break
-            touched = steps[i][1]
-            if not touched & blocked:
-                taken.append(steps[i])
-                blocked |= {q + k for q in touched for k in (-1, 0, 1)}
-        candidates = [steps[order[0]][0]] + ([combine(ids, taken)] if len(taken) > 1 else [])
-        trial = score(candidates)
-        j = int(torch.argmin(trial))
-        ids, value, fresh = candidates[j], float(trial[j]), False
-        if value < best:
-            best_ids, best, stale = list(ids), value, 0
+        if not fresh:  # a local minimum: rank the substitutes again at this sentence first
+            subs, fresh = substitutes(basis, inputs, ids, vocab, substitute_count), True
+            continue
+        if kick == 0 or stale >= patience:
+            break
+        stale += 1
+        ids = kicked(best_ids, random_moves(neighbours(best_ids, subs, window), kick, generator))
+        value, fresh = float(score([ids])[0]), False
     return best_ids, best
-
-
 
 
 @register("later-layers", "the span attack, then a local search on the spans of layers 0 and 1 for a sentence "
@@ -274,8 +168,6 @@ class LaterLayers:
                 progress: Progress) -> Reconstruction:
         """A batch whose tokens per position the first layer certified: thread them into sentences by layer 1
         (``threading.thread_batch``); an uncertified batch keeps the word-order prior's threading."""
-        from .threading import thread_batch
-
         start = time.perf_counter()
         tokenizer = models.load_tokenizer(shared.setup.model_name)
         sentences, residual = thread_batch(shared, knowledge, result.token_ids, tokenizer.cls_token_id,

@@ -1,7 +1,12 @@
-"""The discrete-search pieces the text attacks share: neighbourhoods of a sentence and the cover assignment."""
+"""The discrete search the text attacks share: a sentence's moves, the local-search step, the kicks, the projection
+residual it descends on, and the cover assignment.
+
+A *move* is ``(changed, places)``: the sentence (or batch) one step away and the places it touches, a place being a
+position of a sentence or a ``(sentence, position)`` pair of a batch.
+"""
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -9,6 +14,11 @@ from scipy.optimize import linear_sum_assignment
 
 from ..arrays import to_numpy
 
+Move = tuple[Any, set]
+"""``(changed, places)``: a sentence or batch one step away, and the places where it differs."""
+
+
+# --- moves -------------------------------------------------------------------------------------------------------
 
 def swapped(sentence: Sequence[int], i: int, j: int) -> list[int]:
     """``sentence`` with the tokens at ``i`` and ``j`` exchanged (LAMP's discrete step)."""
@@ -21,6 +31,18 @@ def swaps(sentence: Sequence[int]) -> list[list[int]]:
     """Every sentence one exchange of two different tokens away, pairs in order ``(0, 1), (0, 2), ...``."""
     n = len(sentence)
     return [swapped(sentence, i, j) for i in range(n) for j in range(i + 1, n) if sentence[i] != sentence[j]]
+
+
+def substituted(sentence: Sequence[int], p: int, token: int) -> list[int]:
+    """``sentence`` with ``token`` at position ``p`` (a substitution: the search's other step)."""
+    candidate = list(sentence)
+    candidate[p] = token
+    return candidate
+
+
+def substitution(sentence: Sequence[int], p: int, token: int) -> Move:
+    """The move that puts ``token`` at position ``p``."""
+    return substituted(sentence, p, token), {p}
 
 
 def rearrangements_at(ids: Sequence[int], p: int, positions: Sequence[int],
@@ -40,6 +62,131 @@ def rearrangements_at(ids: Sequence[int], p: int, positions: Sequence[int],
         if p < q:
             yield swapped(range(len(ids)), p, q), {p, q}
 
+
+# --- the local-search step ---------------------------------------------------------------------------------------
+
+def combine(sentence: Sequence[int], moves: Sequence[Move]) -> list[int]:
+    """Make several moves of ``sentence`` at once: each touched position takes the token its move put there
+    (the moves should touch different positions; where two do, the later one wins)."""
+    out = list(sentence)
+    for changed, places in moves:
+        for p in places:
+            out[p] = changed[p]
+    return out
+
+
+def combine_batch(batch: Sequence[tuple[int, ...]], moves: Sequence[Move]) -> list[tuple[int, ...]]:
+    """``combine`` for a batch of sentences, whose moves touch ``(sentence, position)`` places."""
+    return [tuple(combine(sentence, [(changed[a], {p for b, p in places if b == a}) for changed, places in moves]))
+            for a, sentence in enumerate(batch)]
+
+
+def beside(places: set) -> set:
+    """The places and their neighbours along the sentence: where a move would interfere with these."""
+    return {(q[0], q[1] + k) if isinstance(q, tuple) else q + k for q in places for k in (-1, 0, 1)}
+
+
+def disjoint_improvements(moves: Sequence[Move], values: torch.Tensor, order: Sequence[int],
+                          threshold: float) -> list[Move]:
+    """The moves scoring below ``threshold``, best first, each kept when it touches no place touched by, or next
+    to, one kept before it: improvements far enough apart to be made together."""
+    taken, blocked = [], set()
+    for i in order:
+        if float(values[i]) >= threshold:
+            break
+        if not moves[i][1] & blocked:
+            taken.append(moves[i])
+            blocked |= beside(moves[i][1])
+    return taken
+
+
+def descent_step(current: Any, moves: Sequence[Move], score: Callable[[list], torch.Tensor], threshold: float,
+                 merge: Callable[[Any, Sequence[Move]], Any] = combine) -> tuple[Any, float] | None:
+    """One step of the local search on ``score`` (lower is better; it scores a list of sentences or batches).
+
+    Takes the best move, or the best move together with the other improving moves away from it (``merge``:
+    ``combine``, or ``combine_batch`` for a batch; many repairs in one step on long sentences) when that scores
+    lower. Returns the new sentence and its score, or ``None`` at a local minimum: no move scores below
+    ``threshold``.
+    """
+    if not moves:
+        return None
+    values = score([changed for changed, _ in moves])
+    order = torch.argsort(values).tolist()
+    if float(values[order[0]]) >= threshold:
+        return None
+    taken = disjoint_improvements(moves, values, order, threshold)
+    candidates = [moves[order[0]][0]] + ([merge(current, taken)] if len(taken) > 1 else [])
+    trial = score(candidates)
+    j = int(torch.argmin(trial))
+    return candidates[j], float(trial[j])
+
+
+# --- kicks: iterated local search's jump away from a local minimum -----------------------------------------------
+# Each search keeps the draws it always made (CPU generator, same calls, same order), so a seed gives the same
+# sentence it gave before the kicks were shared.
+
+def kicked(sentence: Sequence[int], moves: Sequence[Move]) -> list[int]:
+    """``sentence`` after random ``moves`` made one after the other (a later one may undo part of an earlier one):
+    where the descent starts again. The moves come from one of the ``random_*`` draws below."""
+    out = list(sentence)
+    for move in moves:
+        out = combine(out, [move])
+    return out
+
+
+def random_moves(moves: Sequence[Move], size: int, generator: torch.Generator) -> list[Move]:
+    """``size`` different moves of ``moves``, in the order of one random permutation (the later-layer search's kick)."""
+    picks = torch.randperm(len(moves), generator=generator, device="cpu")[:size].tolist()
+    return [moves[i] for i in picks]
+
+
+def random_inner_substitutions(ids: Sequence[int], table: torch.Tensor, size: int,
+                               generator: torch.Generator) -> list[Move]:
+    """``size`` different inner positions (never the first or last: [CLS], [SEP]) each take a random token of their
+    row of the candidate ``table``, drawn position after position (the span search's kick)."""
+    positions = (torch.randperm(len(ids) - 2, generator=generator, device="cpu")[:size] + 1).tolist()
+    return [substitution(ids, p, int(table[p, torch.randint(table.shape[1], (1,), generator=generator, device="cpu")]))
+            for p in positions]
+
+
+def random_substitutions(sentence: Sequence[int], table: torch.Tensor, size: int,
+                         generator: torch.Generator) -> list[Move]:
+    """``size`` random positions (one may come twice: the later draw wins) each take a random token of their row of
+    ``table``; positions are drawn first, then tokens (DLG's kick)."""
+    positions = torch.randint(len(sentence), (size,), generator=generator, device="cpu")
+    picks = torch.randint(table.shape[1], (size,), generator=generator, device="cpu")
+    return [substitution(sentence, p, int(table[p][k])) for p, k in zip(positions.tolist(), picks.tolist())]
+
+
+# --- the projection residual the span searches descend on --------------------------------------------------------
+
+def input_basis(inputs: torch.Tensor) -> torch.Tensor:
+    """Orthonormal columns ``U`` (``d × n``) spanning the inputs ``X`` (rows, ``n × d``; batched over leading
+    dimensions), so that the projection onto their span is ``P_X = U Uᵀ``."""
+    u, _ = torch.linalg.qr(inputs.mT)
+    return u
+
+
+def unexplained(basis: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``Q − Q·P_X``: each direction of the gradient span (a row of ``basis``) less its projection on the inputs'
+    span (``u`` from ``input_basis``): what the inputs leave unexplained."""
+    return basis - (basis @ u) @ u.mT
+
+
+def subspace_residual(basis: torch.Tensor, inputs: torch.Tensor) -> float:
+    """``‖Q − Q·P_X‖²_F``: how much of the gradient span lies outside the span of the chosen inputs ``X``
+    (from the ``k × d`` matrix itself: exact to rounding near zero, where the certificate is read)."""
+    return float(unexplained(basis, input_basis(inputs)).pow(2).sum())
+
+
+def projection_residuals(basis: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``‖Q − Q·P_X‖²_F`` by Pythagoras, ``‖Q‖² − ‖Q·U‖²``, one value per candidate when ``u`` is batched
+    (``N × d × n``): no ``k × d`` matrix per candidate, at the price of cancellation near zero."""
+    return basis.pow(2).sum() - (basis @ u).pow(2).sum((-2, -1))
+
+
+# --- the cover assignment ----------------------------------------------------------------------------------------
 
 def cover_assignment(score: torch.Tensor | np.ndarray) -> list[tuple[int, int]]:
     """Rows to columns maximising the total ``score`` (rows × columns), every column used at least once while

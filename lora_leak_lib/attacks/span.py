@@ -22,8 +22,10 @@ from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
 from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, lora_a_is_zero,
                      public_inputs)
 from .labels import infer_labels
+from .order import assemble_batch, default_prior
 from .registry import register
-from .search import rearrangements_at
+from .search import (input_basis, kicked, random_inner_substitutions, rearrangements_at, subspace_residual,
+                     unexplained)
 
 CERTIFIED = 1e-4
 """A residual this small (sum of squares over an orthonormal basis) means the inputs explain the whole span."""
@@ -39,12 +41,6 @@ def length_candidates(sep_distances: torch.Tensor, count: int = 3) -> list[int]:
     return order[:count].tolist()
 
 
-def subspace_residual(basis: torch.Tensor, inputs: torch.Tensor) -> float:
-    """``‖Q − Q·P_X‖²_F``: how much of the gradient span lies outside the span of the chosen inputs ``X``."""
-    u, _ = torch.linalg.qr(inputs.T)
-    return float((basis - (basis @ u) @ u.T).pow(2).sum())
-
-
 def _residual(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int]) -> float:
     return subspace_residual(basis, inputs.vectors(ids, list(range(len(ids)))))
 
@@ -55,8 +51,8 @@ def substitute(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], p: 
     n = len(ids)
     others = [q for q in range(n) if q != p]
     x_other = inputs.vectors([ids[q] for q in others], others)
-    u, _ = torch.linalg.qr(x_other.T)                                   # (d, n-1)
-    resid = basis - (basis @ u) @ u.T                                   # (k, d)
+    u = input_basis(x_other)                                            # (d, n-1)
+    resid = unexplained(basis, u)                                       # (k, d)
     cand = inputs.vectors(candidates, p)  # (K, d)
     outside = cand.pow(2).sum(1) - (cand @ u).pow(2).sum(1)
     gain = (cand @ resid.T).pow(2).sum(1) / torch.clamp(outside, min=1e-12)
@@ -234,19 +230,11 @@ def recover_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.
         for _ in range(restarts):
             if residual < CERTIFIED:
                 break
-            trial, value = refine(basis, inputs, perturb(ids, table, generator), table, sweeps,
-                                  fixed=(0, length - 1))
+            start = kicked(ids, random_inner_substitutions(ids, table, 3, generator))
+            trial, value = refine(basis, inputs, start, table, sweeps, fixed=(0, length - 1))
             if value < residual:
                 ids, residual = trial, value
     return SpanResult(ids, residual, basis.shape[0])
-
-
-def perturb(ids: list[int], table: torch.Tensor, generator: torch.Generator, size: int = 3) -> list[int]:
-    """Kick a local optimum: ``size`` random inner positions get a random token from their candidate list."""
-    ids = list(ids)
-    for p in (torch.randperm(len(ids) - 2, generator=generator, device="cpu")[:size] + 1).tolist():
-        ids[p] = int(table[p, torch.randint(table.shape[1], (1,), generator=generator, device="cpu")])
-    return ids
 
 
 def _inputs_and_span(shared: SharedUpdate, knowledge: Knowledge,
@@ -318,8 +306,6 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     sentences end at different places) until the span is explained; the word-order prior then threads
     the tokens of each position into sentences (``order.assemble_batch``). One step, its loss the residual.
     """
-    from .order import assemble_batch, default_prior
-
     start = time.perf_counter()
     size = knowledge.sentences(shared)
     tokenizer = models.load_tokenizer(shared.setup.model_name)

@@ -16,7 +16,8 @@ import torch
 
 from .base import Knowledge, SharedUpdate
 from .inputs import lora_a_is_zero
-from .later_layers import LayerResidual
+from .layer_residual import LayerResidual
+from .search import combine_batch, descent_step, input_basis, projection_residuals
 from .span import CERTIFIED
 
 THREAD_SWEEPS = 30
@@ -51,8 +52,7 @@ class BatchResidual:
             basis = layer.bases[1]
             for b, batch in enumerate(batches):
                 h = torch.cat(self.hidden(index, list(batch)))
-                u, _ = torch.linalg.qr(h.T)
-                total[b] += float(basis.pow(2).sum() - (basis @ u).pow(2).sum())
+                total[b] += float(projection_residuals(basis, input_basis(h)))
         return total.clamp(min=0.0)
 
 
@@ -82,15 +82,6 @@ def moves(batch: list[tuple[int, ...]], columns: dict[int, list[int]]) -> list[t
     return out
 
 
-def combine(batch: list[tuple[int, ...]], steps: list[tuple[list[tuple[int, ...]], set]]) -> list[tuple[int, ...]]:
-    """Apply several changes that touch disjoint (sentence, position) pairs at once."""
-    out = [list(s) for s in batch]
-    for new, touched in steps:
-        for a, p in touched:
-            out[a][p] = new[a][p]
-    return [tuple(s) for s in out]
-
-
 def thread_batch(shared: SharedUpdate, knowledge: Knowledge, sentences: Sequence[Sequence[int]], cls_id: int,
                  sep_id: int, sweeps: int = THREAD_SWEEPS, rounds: int = THREAD_ROUNDS) -> tuple[list[list[int]], float]:
     """Re-thread ``sentences`` (ids without [CLS]/[SEP]) by a descent on the layer-1 residual of the first
@@ -112,24 +103,10 @@ def thread_batch(shared: SharedUpdate, knowledge: Knowledge, sentences: Sequence
     for _ in range(sweeps):
         if best < CERTIFIED:
             break
-        trials = moves(batch, columns)
-        if not trials:
+        step = descent_step(batch, moves(batch, columns), score, best - 1e-12, combine_batch)
+        if step is None:  # a local minimum (or nothing to change)
             break
-        values = score([t for t, _ in trials])
-        order = torch.argsort(values).tolist()
-        if float(values[order[0]]) >= best - 1e-12:
-            break
-        taken, blocked = [], set()  # the improving changes on disjoint places, applied together
-        for i in order:
-            if float(values[i]) >= best - 1e-12:
-                break
-            if not trials[i][1] & blocked:
-                taken.append(trials[i])
-                blocked |= {(a, p + k) for a, p in trials[i][1] for k in (-1, 0, 1)}
-        candidates = [trials[order[0]][0]] + ([combine(batch, taken)] if len(taken) > 1 else [])
-        trial = score(candidates)
-        j = int(torch.argmin(trial))
-        batch, best = candidates[j], float(trial[j])
+        batch, best = step
         for cache in score.cache:  # keep memory bounded: only the current batch's sentences stay
             for key in [k for k in cache if k not in batch]:
                 del cache[key]
