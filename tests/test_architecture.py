@@ -1,7 +1,7 @@
-"""The library's shape: no import cycle, one attack registry read by every caller, one attack contract."""
+"""The library's shape: layers that point one way, one attack registry read by every caller, one attack contract
+(no import circle at any depth: test_import_graph)."""
 from __future__ import annotations
 
-import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -11,101 +11,10 @@ import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib import cli, widgets
+from test_import_graph import import_graph
 
 ROOT = Path(ll.__file__).parent
 REPO = ROOT.parent
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}
-
-
-def packages_of(name: str) -> list[str]:
-    """``a.b.c`` -> ``["a", "a.b"]``: the package ``__init__`` files importing ``a.b.c`` runs first."""
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def module_level_imports(name: str) -> set[str]:
-    """Modules of the library that importing ``name`` imports at once: its module-level ``import`` and
-    ``from`` statements (inside ``if``/``try`` too, not inside functions), each with the package ``__init__``
-    files that import runs (those of packages ``name`` is not itself inside), and, for a package that calls
-    ``discover()`` at module level, every module of that package."""
-    path = MODULES[name]
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-
-    def add(target: str) -> None:
-        if target in MODULES:
-            found.add(target)
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    add(alias.name)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                add(base)
-                for alias in node.names:
-                    add(f"{base}.{alias.name}")
-            elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
-                    and getattr(node.value.func, "id", None) == "discover":
-                found.update(m for m in MODULES if m.startswith(package + ".") and m.count(".") == package.count(".") + 1)
-            elif isinstance(node, (ast.If, ast.Try, ast.With)):
-                for block in ("body", "orelse", "finalbody", "handlers"):
-                    for part in getattr(node, block, []):
-                        visit(part.body if isinstance(part, ast.ExceptHandler) else [part])
-
-    visit(ast.parse(path.read_text(encoding="utf-8")).body)
-    own = set(packages_of(name)) | {name}
-    for target in list(found):
-        found.update(p for p in packages_of(target) if p not in own)
-    return found - own  # the packages ``name`` is inside are already importing it
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def walk(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state and (cycle := walk(nxt)):
-                return cycle
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (cycle := walk(node)):
-            return cycle
-    return None
-
-
-def test_no_module_imports_itself_back_through_another():
-    graph = {name: module_level_imports(name) for name in MODULES}
-    assert graph["lora_leak_lib.fl"] >= {"lora_leak_lib.message", "lora_leak_lib.training"}  # the walker sees imports
-    assert "lora_leak_lib.attacks.dlg" in graph["lora_leak_lib.attacks"]  # and discover()
-    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
-
-
-def test_the_walker_finds_a_cycle_through_a_package_init():
-    # fl -> attacks.base runs attacks/__init__, which (here) imports a module that imports fl: a cycle
-    graph = {"fl": {"attacks", "attacks.base"}, "attacks": {"attacks.harness"}, "attacks.base": set(),
-             "attacks.harness": {"fl"}}
-    cycle = find_cycle(graph)
-    assert cycle[0] == cycle[-1] and set(cycle) == {"fl", "attacks", "attacks.harness"}
 
 
 def inside(name: str, *packages: str) -> bool:
@@ -115,8 +24,7 @@ def inside(name: str, *packages: str) -> bool:
 def test_layers_point_one_way():
     lib = "lora_leak_lib"
     parties = [f"{lib}.{m}" for m in ("message", "training", "fl", "attacks", "defenses")]
-    for name in MODULES:
-        imports = module_level_imports(name)
+    for name, imports in import_graph().items():  # imports at any depth, functions included
         if inside(name, *parties):
             assert not any(inside(m, f"{lib}.experiments", f"{lib}.cli", f"{lib}.widgets", f"{lib}.flower")
                            for m in imports), name

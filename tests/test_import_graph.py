@@ -8,10 +8,6 @@ import lora_leak_lib as ll
 
 ROOT = Path(ll.__file__).parent
 
-ALLOWED_CYCLES: set[frozenset[str]] = set()
-"""Circles (their sets of modules) that another change removes; every other circle fails."""
-
-
 def modules_of(root: Path) -> dict[str, Path]:
     """Every module of the package at ``root``, by dotted name (a package by its ``__init__.py``)."""
     found = {}
@@ -101,16 +97,8 @@ def test_no_module_imports_itself_back_at_any_depth():
     graph = import_graph()
     assert "lora_leak_lib.experiments.core" in graph["lora_leak_lib.experiments.multi_round"]  # the walker sees imports
     assert "lora_leak_lib.attacks.dlg" in graph["lora_leak_lib.attacks"]  # and discover()
-    found = cycles(graph)
-    unexpected = [sorted(c) for c in found if c not in ALLOWED_CYCLES]
-    assert unexpected == [], f"import circles: {unexpected}"
-
-
-def test_every_allowed_cycle_is_still_there():
-    """An allowance outlives its circle only by mistake: once the other change lands, this names the entry to drop."""
-    found = set(cycles(import_graph()))
-    gone = [sorted(c) for c in ALLOWED_CYCLES if c not in found]
-    assert gone == [], f"these circles are gone: drop them from ALLOWED_CYCLES: {gone}"
+    found = [sorted(c) for c in cycles(graph)]
+    assert found == [], f"import circles: {found}"
 
 
 def test_a_circle_through_a_function_level_import_is_found(tmp_path):
