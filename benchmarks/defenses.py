@@ -71,7 +71,7 @@ def main() -> None:
     args = build_parser().parse_args()
     attack = get_attack(args.attack).reconstruct
     ll.setup(args.seed)
-    recipe = sweep.Recipe(model_name=args.model, n_clients=args.clients, rounds=args.rounds,
+    recipe = sweep.Recipe(model=ll.models.resolve(args.model), n_clients=args.clients, rounds=args.rounds,
                              n_victims=args.victims, source=load_pool(args), held_out=0.25, seed=args.seed)
     chosen = [d for d in sweep.settings(quick=args.grid == "quick")
               if args.only is None or d.name in args.only or d.name == "none"]

@@ -37,11 +37,12 @@ def machine() -> str:
 
 def run_attack(name: str, sentences: list[ll.data.Example], model: str, steps: int) -> dict:
     """Attack every sentence's full gradient with one variant; return its row and per-sentence scores."""
-    tokenizer = ll.models.load_tokenizer(model)
+    public = ll.models.resolve(model)
+    tokenizer = public.tokenizer
     attack = ll.get_attack("dlg", steps=steps, **VARIANTS[name])
     rows, seconds, cpu_seconds = [], 0.0, 0.0
     for example in tqdm(sentences, desc=name, leave=False):
-        shared = ll.fl.capture_full_update([example.text], [example.label], model_name=model)
+        shared = ll.fl.capture_full_update([example.text], [example.label], public)
         start, cpu_start = time.perf_counter(), time.process_time()
         rec = attack.reconstruct(shared)
         seconds += time.perf_counter() - start
@@ -70,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ll.setup()
-    tokenizer = ll.models.load_tokenizer(args.model)
+    tokenizer = ll.models.resolve(args.model).tokenizer
     examples = ll.data.rotten_tomatoes(args.data, seed=0)
     sentences = ll.data.truncate_to_tokens(tokenizer, examples, args.length, args.sentences)
     results = []

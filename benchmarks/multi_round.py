@@ -77,7 +77,8 @@ def rows_of(group: str, observed: list[int]) -> list[Row]:
 def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dlg_steps: int) -> dict:
     """Attack ``count`` sentences of the row (in messages of ``row.batch``; a local set of ``row.local``) and
     average the scores of every sentence attacked."""
-    tokenizer = ll.models.load_tokenizer(row.model)
+    public = ll.models.resolve(row.model)
+    tokenizer = public.tokenizer
     per_message = row.local or row.batch
     messages = max(1, count // row.batch)
     chosen = ll.data.truncate_to_tokens(tokenizer, examples, row.tokens, messages * per_message)
@@ -87,8 +88,8 @@ def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dl
     attacks, tests = [], []
     for i in range(messages):
         part = chosen[i * per_message:(i + 1) * per_message]
-        scored = attack_watched([e.text for e in part], [e.label for e in part], row.model, 8, row.rounds,
-                                row.watch, row.attack, seed, time_span_test=True, **knobs)
+        scored = attack_watched([e.text for e in part], [e.label for e in part], public, 8, row.rounds, row.watch,
+                                row.attack, seed, time_span_test=True, **knobs)
         sentences += scored
         attacks.append(scored[0]["attack_seconds"])
         if scored[0]["span_test_seconds"] is not None:
@@ -115,12 +116,13 @@ def round0_why(model: str, examples: list[ll.data.Example], count: int, seed: in
     a higher loss is a search that stopped in a local minimum, not an objective that prefers a wrong text."""
     from lora_leak_lib.attacks import Knowledge, get_attack, matching_losses
 
-    tokenizer = ll.models.load_tokenizer(model)
+    public = ll.models.resolve(model)
+    tokenizer = public.tokenizer
     chosen = ll.data.truncate_to_tokens(tokenizer, examples, 16, count)
     attack = get_attack("lora-best", dlg_steps=dlg_steps)
     rows = []
     for example in chosen:
-        shared = ll.fl.capture_update([example.text], [example.label], model, rank=8, rounds=0, seed=seed)
+        shared = ll.fl.capture_update([example.text], [example.label], public, rank=8, rounds=0, seed=seed)
         truth = tokenizer(example.text)["input_ids"][1:-1]
         found = attack.reconstruct(shared, Knowledge(length=len(truth)))
         true_loss, found_loss = matching_losses(shared, [truth, found.token_ids[0]])

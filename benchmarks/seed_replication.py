@@ -60,8 +60,8 @@ def commit() -> str | None:
 def available(model: str) -> str | None:
     """Why ``model`` cannot run here (not in the registry, weights not installed, hub unreachable), or ``None``."""
     try:
-        ll.models.check_available(model)
-        ll.models.load_tokenizer(model)
+        ll.models.resolve(model).check_available()
+        ll.models.resolve(model).tokenizer
     except (ValueError, OSError, ImportError) as error:
         return str(error).splitlines()[0]
     return None
@@ -105,12 +105,13 @@ def main() -> None:
             print(f"{model:<18} skipped: {reason}", flush=True)
             continue
         start = time.perf_counter()
-        sentences = seed_exp.seed_sentences(model, examples, args.count)
-        updates = seed_exp.seed_updates(model, sentences, rounds=args.rounds, seed=args.seed)
+        public = ll.models.resolve(model)
+        sentences = seed_exp.seed_sentences(public, examples, args.count)
+        updates = seed_exp.seed_updates(public, sentences, rounds=args.rounds, seed=args.seed)
         capture = (time.perf_counter() - start) / len(sentences)
         for attack in tqdm(args.attacks, desc=model, leave=False):
             start = time.perf_counter()
-            row = seed_exp.run_row(model, attack, sentences, updates, args.steps)
+            row = seed_exp.run_row(public, attack, sentences, updates, args.steps)
             row.update(wall_seconds=time.perf_counter() - start, capture_seconds_per_sentence=capture,
                        load_average=os.getloadavg()[0], commit=run["commit"])
             for sentence in row["rows"]:  # scores only: the Rotten Tomatoes text stays out of the repository

@@ -12,15 +12,16 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
-from . import config, data, gradients, lora, models, training
-from .message import (PROTOCOLS, FederatedSetup, LogEntry, SharedUpdate, State, check_int, check_protocol,
-                      round_messages)
+from . import config, data, families, gradients, models, training
+from .checks import check_int
+from .message import PROTOCOLS, FederatedSetup, LogEntry, SharedUpdate, State, check_protocol, round_messages
 
 __all__ = ["PROTOCOLS", "Client", "FederatedHistory", "FederatedSetup", "LogEntry", "Server", "SharedUpdate",
-           "WireCost", "capture_full_update", "capture_update", "check_protocol", "cosine_similarity", "evaluate",
+           "capture_full_update", "capture_update", "check_protocol", "cosine_similarity", "evaluate",
            "flatten", "load_examples", "round_messages", "run_federated", "split_among_clients", "trained_adapter",
-           "trained_adapters", "weighted_mean", "wire_cost"]
+           "trained_adapters", "weighted_mean"]
 
 
 class Client:
@@ -35,7 +36,7 @@ class Client:
         if not examples:
             raise ValueError(f"client {client_id} has no examples: give every client at least one sentence.")
         self.client_id, self.examples, self.model, self.setup, self.seed = client_id, list(examples), model, setup, seed
-        self.tokenizer = models.load_tokenizer(setup.model_name)
+        self.tokenizer = setup.model.tokenizer
         self.last_batches: list[list[data.Example]] = []  # kept for checking attacks; never sent
 
     def batch(self, round: int, step: int = 0) -> list[data.Example]:
@@ -167,17 +168,17 @@ def split_among_clients(examples: Sequence[data.Example], n_clients: int, held_o
 
 
 @torch.no_grad()
-def evaluate(model: PeftModel, examples: Sequence[data.Example], model_name: str = "tiny-bert",
+def evaluate(model: PeftModel, examples: Sequence[data.Example], tokenizer: PreTrainedTokenizerBase,
              batch_size: int = 64) -> tuple[float, float]:
     """Mean loss and accuracy of the model on held-out examples: of the label for a classifier, of every
     next token for a decoder."""
     if not examples:
         raise ValueError("no held-out examples to evaluate on: set held_out > 0.")
-    tokenizer, kind, total_loss, correct, count = models.load_tokenizer(model_name), models.family(model_name), 0.0, 0, 0
+    kind, total_loss, correct, count = families.family_of(model), 0.0, 0, 0
     model.eval()
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        encoded = data.encode(tokenizer, [e.text for e in chunk], models.max_tokens(model))
+        encoded = data.encode(tokenizer, [e.text for e in chunk], families.max_tokens(model))
         logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
         if kind.is_decoder:
             keep = encoded["attention_mask"][:, 1:].bool()
@@ -244,7 +245,7 @@ def load_examples(source: str | Path | Sequence[data.Example] | None, limit: int
     return list(source)
 
 
-def run_federated(model_name: str = "tiny-bert", n_clients: int = 4, rounds: int = 10, protocol: str = "fedavg",
+def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int = 4, rounds: int = 10, protocol: str = "fedavg",
                   *, source: str | Path | Sequence[data.Example] | None = None, limit: int | None = None,
                   held_out: float = 0.25, rank: int = 8, alpha: float | None = None,
                   targets: Sequence[str] = (), train_head: bool = True, lr: float = 3e-3,
@@ -261,61 +262,28 @@ def run_federated(model_name: str = "tiny-bert", n_clients: int = 4, rounds: int
     """
     check_protocol(protocol)
     check_int(rounds, "rounds", 0)
-    setup = FederatedSetup(model_name, rank, alpha, tuple(targets), train_head, 2, seed, protocol, lr,
+    setup = FederatedSetup(model, rank, alpha, tuple(targets), train_head, 2, seed, protocol, lr,
                            local_steps, optimizer, batch_size)
     shards, evaluation = split_among_clients(load_examples(source, limit, seed), n_clients, held_out, seed)
     config.set_seed(seed)
-    model = setup.build_model()
-    server = make_server(setup, gradients.trainable_state(model))
-    clients = [make_client(i, shard, model, setup, seed) for i, shard in enumerate(shards)]
-    loss, accuracy = evaluate(model, evaluation, model_name)
-    history = FederatedHistory(setup, [loss], [accuracy], server, clients, evaluation, model)
+    shared = setup.build_model()
+    server = make_server(setup, gradients.trainable_state(shared))
+    clients = [make_client(i, shard, shared, setup, seed) for i, shard in enumerate(shards)]
+    loss, accuracy = evaluate(shared, evaluation, model.tokenizer)
+    history = FederatedHistory(setup, [loss], [accuracy], server, clients, evaluation, shared)
     for r in tqdm(range(rounds), desc=f"{protocol} rounds", disable=not progress):
         state = server.broadcast(r)
         for client in clients:
             server.receive(client.client_update(state, r))
-        gradients.load_trainable_state(model, server.aggregate(r))
-        loss, accuracy = evaluate(model, evaluation, model_name)
+        gradients.load_trainable_state(shared, server.aggregate(r))
+        loss, accuracy = evaluate(shared, evaluation, model.tokenizer)
         history.loss.append(loss)
         history.accuracy.append(accuracy)
     return history
 
 
-@dataclass(frozen=True)
-class WireCost:
-    """Numbers one client uploads per round with LoRA only and with full fine-tuning, from the architecture."""
-
-    model_name: str
-    lora_parameters: int
-    full_parameters: int
-    bytes_per_number: int = 4
-
-    @property
-    def lora_bytes(self) -> int:
-        return self.lora_parameters * self.bytes_per_number
-
-    @property
-    def full_bytes(self) -> int:
-        return self.full_parameters * self.bytes_per_number
-
-    @property
-    def share(self) -> float:
-        """Fraction of the model that a LoRA client sends."""
-        return self.lora_parameters / self.full_parameters
-
-
-def wire_cost(model_name: str, rank: int = 8, targets: Sequence[str] = (),
-              train_head: bool = True, num_labels: int = 2, bytes_per_number: int = 4) -> WireCost:
-    """Parameters and bytes of one client message, LoRA-only vs full, built on the meta device (no weights)."""
-    model = models.architecture(model_name, num_labels)
-    full = lora.count_parameters(model)
-    with torch.device("meta"):
-        sent = lora.count_parameters(lora.apply_lora(model, rank, targets=tuple(targets) or None, train_head=train_head),
-                                     trainable_only=True)
-    return WireCost(model_name, sent, full, bytes_per_number)
-
-
-def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str = "tiny-bert", rank: int = 8,
+def capture_update(texts: Sequence[str], labels: Sequence[int], model: models.PublicModel = models.TINY_BERT,
+                   rank: int = 8,
                    alpha: float | None = None, targets: Sequence[str] = (),
                    train_head: bool = True, rounds: int = 0, seed: int = 0) -> SharedUpdate:
     """One client's FedSGD gradient on ``texts`` (one batch) as the server captures it.
@@ -327,7 +295,7 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model_name: str 
     check_labels(texts, labels)
     check_int(rounds, "rounds", 0, hint="it counts the adapter's training steps before this round, 0 or more")
     config.set_seed(seed)
-    setup = FederatedSetup(model_name, rank, alpha, tuple(targets), train_head, 2, seed, "fedsgd",
+    setup = FederatedSetup(model, rank, alpha, tuple(targets), train_head, 2, seed, "fedsgd",
                            batch_size=len(texts))
     public = [e for e in data.course_sentences() if e.text not in texts]
     return _one_message(setup, trained_adapter(setup, public, rounds, seed), texts, labels, rounds, seed)
@@ -357,7 +325,7 @@ def trained_adapters(setup: FederatedSetup, public: Sequence[data.Example], firs
         if step >= first:
             states[step] = gradients.trainable_state(model)
 
-    training.train_adapter(model, setup.model_name, public, first + count - 1, seed=seed, on_step=keep)
+    training.train_adapter(model, setup.model.tokenizer, public, first + count - 1, seed=seed, on_step=keep)
     states[first + count - 1] = gradients.trainable_state(model)
     for key in keys:
         if len(_TRAINED) >= _TRAINED_KEPT:
@@ -373,12 +341,12 @@ def trained_adapter(setup: FederatedSetup, public: Sequence[data.Example], round
     return model.eval()
 
 
-def capture_full_update(texts: Sequence[str], labels: Sequence[int], model_name: str = "tiny-bert",
-                        seed: int = 0) -> SharedUpdate:
+def capture_full_update(texts: Sequence[str], labels: Sequence[int],
+                        model: models.PublicModel = models.TINY_BERT, seed: int = 0) -> SharedUpdate:
     """One client's FedSGD gradient under FULL fine-tuning (no LoRA): every parameter trains and is shared."""
     check_labels(texts, labels)
     config.set_seed(seed)
-    setup = FederatedSetup(model_name, model_seed=seed, protocol="fedsgd", batch_size=len(texts),
+    setup = FederatedSetup(model, model_seed=seed, protocol="fedsgd", batch_size=len(texts),
                            full_finetune=True)
     return _one_message(setup, setup.build_model(), texts, labels, 0, seed)
 

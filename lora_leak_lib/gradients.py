@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import models
+from . import families
 
 Update = "OrderedDict[str, torch.Tensor]"
 
@@ -34,7 +34,7 @@ def client_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     """The loss a client trains on, for one batch: the mean cross-entropy of its labels for a sequence
     classifier, of every next token of its texts for a decoder (``labels`` are then not used)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    kind = models.family_of(model)
+    kind = families.family_of(model)
     return kind.loss(logits, input_ids if kind.is_decoder else labels, attention_mask)
 
 def shared_gradients(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -71,7 +71,7 @@ def update_bytes(update: dict[str, torch.Tensor]) -> int:
 
 def short_name(name: str) -> str:
     """A readable tensor name: ``layer.0.attention.self.query.lora_A`` instead of peft's long path."""
-    bases = [f"{family.base}." for family in models.FAMILIES.values()]
+    bases = [f"{family.base}." for family in families.FAMILIES.values()]
     for prefix in ["base_model.model.", *(f"{base}encoder." for base in bases), *bases]:
         if name.startswith(prefix):
             name = name[len(prefix):]

@@ -9,14 +9,14 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from . import models
+from . import families, models
+from .checks import check_int
 
 
 
 def check_rank(rank: int) -> None:
     """Raise one clear error unless ``rank`` is a positive integer."""
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise ValueError(f"LoRA rank must be a positive integer, got {rank!r}: try 8.")
+    check_int(rank, "LoRA rank", hint="try 8")
 
 
 class LoRALinear(nn.Module):
@@ -55,7 +55,7 @@ def lora_config(rank: int = 8, alpha: float | None = None, targets: Sequence[str
     ``q``/``v``, GPT-2's fused ``c_attn``), as in the LoRA paper and the published attacks.
     """
     check_rank(rank)
-    kind = models.FAMILIES[family]
+    kind = families.FAMILIES[family]
     return LoraConfig(
         r=rank, lora_alpha=2 * rank if alpha is None else alpha,
         target_modules=list(kind.lora_targets if targets is None else targets), lora_dropout=dropout,
@@ -67,7 +67,7 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float | None = None,
                targets: Sequence[str] | None = None, train_head: bool = True,
                dropout: float = 0.0) -> PeftModel:
     """Wrap ``model`` with peft LoRA adapters; only the adapters (and the head when ``train_head``) train."""
-    config = lora_config(rank, alpha, targets, train_head, dropout, models.family_of(model).name)
+    config = lora_config(rank, alpha, targets, train_head, dropout, families.family_of(model).name)
     return get_peft_model(model, config)
 
 
@@ -95,7 +95,7 @@ def lora_gradients(G: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
 class ParameterBudget:
     """How many numbers a model holds and how many of them LoRA trains (and a client shares)."""
 
-    model: str
+    model: models.PublicModel
     rank: int
     total: int
     trainable: int
@@ -106,11 +106,11 @@ class ParameterBudget:
         return 100.0 * self.trainable / self.total
 
 
-def parameter_budget(name: str, rank: int, targets: Sequence[str] | None = None,
+def parameter_budget(model: models.PublicModel, rank: int, targets: Sequence[str] | None = None,
                      train_head: bool = True) -> ParameterBudget:
-    """Count a registered model's parameters and its LoRA adapter's, from the architecture alone (no download)."""
+    """Count a model's parameters and its LoRA adapter's, from the architecture alone (no download)."""
     check_rank(rank)
-    base = models.architecture(name)
+    base = model.architecture()
     total = count_parameters(base)
     trainable = count_parameters(apply_lora(base, rank, targets=targets, train_head=train_head), trainable_only=True)
-    return ParameterBudget(name, rank, total, trainable)
+    return ParameterBudget(model, rank, total, trainable)

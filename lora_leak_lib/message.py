@@ -5,15 +5,17 @@ The bottom layer of the library: ``fl`` (which produces messages), ``defenses`` 
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Mapping, TypeVar
+from typing import Mapping, Sequence, TypeVar
 
 import torch
 from peft import PeftModel
 from torch import nn
 
-from . import gradients, lora, models
+from . import config, gradients, lora, models
+from .checks import check_positive_int
 
 PROTOCOLS = ("fedsgd", "fedavg")
 """FedSGD: each client sends one gradient of one batch. FedAvg: each client sends the delta of E local steps."""
@@ -30,22 +32,6 @@ def check_protocol(protocol: str) -> str:
     return protocol
 
 
-def check_int(value: object, name: str, least: int = 1, most: int | None = None, hint: str = "") -> int:
-    """Return ``value`` or raise one clear error unless it is a whole number from ``least`` to ``most`` (no
-    upper bound when ``None``); ``bool`` is not one. The one check of every count and size in the library."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < least or (most is not None and value > most):
-        words = {0: "a non-negative integer (≥ 0)", 1: "a positive integer"}
-        wanted = (f"an integer from {least} to {most}" if most is not None else
-                  words.get(least, f"an integer of at least {least}"))
-        raise ValueError(f"{name} must be {wanted}, got {value!r}{': ' + hint if hint else ''}.")
-    return value
-
-
-def check_positive_int(value: object, name: str, hint: str = "") -> int:
-    """Return ``value`` or raise one clear error unless it is a positive integer (``bool`` is not one)."""
-    return check_int(value, name, 1, hint=hint)
-
-
 def round_messages(received: Mapping[tuple[int, int], M], round: int) -> list[M]:
     """The messages of one round, in client order, from a ``(client_id, round) -> message`` record."""
     return [m for (_, r), m in sorted(received.items()) if r == round]
@@ -55,13 +41,15 @@ def round_messages(received: Mapping[tuple[int, int], M], round: int) -> list[M]
 class FederatedSetup:
     """The public set-up every party knows: model, LoRA configuration, protocol and its step sizes.
 
+    ``model`` is the resolved public model (``models.resolve(name)``), which everything below the set-up reads.
+
     ``lr`` is the server's step on the mean gradient in FedSGD and each client's local step in FedAvg.
     ``full_finetune=True`` means no LoRA: every parameter trains and is shared (``rank`` is then ignored).
     ``targets=()`` means the family's default (the attention query and value projections). A decoder's client
     has no label: ``train_head`` and ``num_labels`` mean nothing there.
     """
 
-    model_name: str = "tiny-bert"
+    model: models.PublicModel = models.TINY_BERT
     rank: int = 8
     alpha: float | None = None
     targets: tuple[str, ...] = ()
@@ -76,7 +64,9 @@ class FederatedSetup:
     full_finetune: bool = False
 
     def __post_init__(self) -> None:
-        family = models.family(self.model_name)
+        if not isinstance(self.model, models.PublicModel):
+            raise ValueError(f"the set-up's model must be resolved, got {self.model!r}: pass "
+                             f"models.resolve({self.model!r}).")
         lora.check_rank(self.rank)
         check_protocol(self.protocol)
         if self.optimizer not in OPTIMIZERS:
@@ -85,15 +75,15 @@ class FederatedSetup:
         check_positive_int(self.batch_size, "batch_size")
         if not self.lr > 0:
             raise ValueError(f"the learning rate must be positive, got {self.lr!r}.")
-        hidden = models.hidden_size(self.model_name)
+        hidden = self.model.hidden_size
         if not self.full_finetune and self.rank > hidden:
-            raise ValueError(f"LoRA rank {self.rank} is larger than {self.model_name}'s hidden size {hidden}: B·A "
+            raise ValueError(f"LoRA rank {self.rank} is larger than {self.model.name}'s hidden size {hidden}: B·A "
                              f"then has no more directions than W itself; try 8.")
         if self.alpha is not None and not self.alpha > 0:
             raise ValueError(f"LoRA alpha scales B·A by alpha/r and must be positive, got {self.alpha!r}: try 2·r.")
         if self.alpha is None:
             object.__setattr__(self, "alpha", float(2 * self.rank))
-        object.__setattr__(self, "targets", tuple(self.targets) or family.lora_targets)
+        object.__setattr__(self, "targets", tuple(self.targets) or self.model.family.lora_targets)
 
     @property
     def kind(self) -> str:
@@ -101,11 +91,27 @@ class FederatedSetup:
         return KINDS[self.protocol]
 
     def build_model(self) -> PeftModel | nn.Module:
-        """The shared model with fresh LoRA adapters (``B = 0``), or the plain model in full fine-tuning."""
-        base = models.load_model(self.model_name, self.num_labels, seed=self.model_seed)
-        if self.full_finetune:
-            return base.eval()
-        return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head).eval()
+        """The shared model with fresh LoRA adapters (``B = 0``), or the plain model in full fine-tuning.
+
+        Built once per set-up and device in a process, then copied; the torch random state is left exactly as a
+        fresh build leaves it.
+        """
+        key = (self, str(config.device()))
+        if key not in _BUILT:
+            base = self.model.load(self.num_labels, seed=self.model_seed)
+            if not self.full_finetune:
+                base = lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head)
+            if len(_BUILT) >= _BUILT_KEPT:
+                _BUILT.pop(next(iter(_BUILT)))
+            _BUILT[key] = (base.eval(), torch.get_rng_state())
+        model, rng = _BUILT[key]
+        torch.set_rng_state(rng)
+        return copy.deepcopy(model)
+
+
+_BUILT: dict[tuple, tuple[nn.Module, torch.Tensor]] = {}
+"""Shared models built in this process, by (set-up, device), with the torch random state after building."""
+_BUILT_KEPT = 8
 
 
 def _clone(state: dict[str, torch.Tensor]) -> State:
@@ -153,7 +159,7 @@ class SharedUpdate:
             detail = (f"tensor {wrong!r} is {sent.get(wrong, 'missing')} in the update but "
                       f"{expected.get(wrong, 'absent')} in the model" if wrong else
                       "its tensors come in another order than the model's")
-            raise ValueError(f"the update does not fit the public model ({self.setup.model_name}, r={self.setup.rank}, "
+            raise ValueError(f"the update does not fit the public model ({self.setup.model.name}, r={self.setup.rank}, "
                              f"targets {', '.join(self.setup.targets)}): {detail}; attack it with the set-up the "
                              "client trained with.")
         gradients.load_trainable_state(model, self.global_state)
@@ -172,6 +178,40 @@ class SharedUpdate:
                     delattr(module, name)
                     module.register_buffer(name, p.detach())
         return model
+
+
+@dataclass(frozen=True)
+class WireCost:
+    """Numbers one client uploads per round with LoRA only and with full fine-tuning, from the architecture."""
+
+    model: models.PublicModel
+    lora_parameters: int
+    full_parameters: int
+    bytes_per_number: int = 4
+
+    @property
+    def lora_bytes(self) -> int:
+        return self.lora_parameters * self.bytes_per_number
+
+    @property
+    def full_bytes(self) -> int:
+        return self.full_parameters * self.bytes_per_number
+
+    @property
+    def share(self) -> float:
+        """Fraction of the model that a LoRA client sends."""
+        return self.lora_parameters / self.full_parameters
+
+
+def wire_cost(model: models.PublicModel, rank: int = 8, targets: Sequence[str] = (),
+              train_head: bool = True, num_labels: int = 2, bytes_per_number: int = 4) -> WireCost:
+    """Parameters and bytes of one client message, LoRA-only vs full, built on the meta device (no weights)."""
+    architecture = model.architecture(num_labels)
+    full = lora.count_parameters(architecture)
+    with torch.device("meta"):
+        sent = lora.count_parameters(lora.apply_lora(architecture, rank, targets=tuple(targets) or None,
+                                                     train_head=train_head), trainable_only=True)
+    return WireCost(model, sent, full, bytes_per_number)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
-from . import data, gradients, models
-from .message import OPTIMIZERS, check_int
+from . import data, families, gradients
+from .checks import check_int
+from .message import OPTIMIZERS
 
 Gradient = OrderedDict[str, torch.Tensor]
 GradientFn = Callable[[int], tuple[Gradient, float]]
@@ -18,7 +20,7 @@ GradientFn = Callable[[int], tuple[Gradient, float]]
 def batch_gradient(model: nn.Module, tokenizer, batch: Sequence[data.Example]) -> tuple[Gradient, float]:
     """``dL/dθ`` of the client's loss on a batch of examples (``gradients.client_loss``), for every trainable
     ``θ``, and the loss."""
-    encoded = data.encode(tokenizer, [e.text for e in batch], models.max_tokens(model))
+    encoded = data.encode(tokenizer, [e.text for e in batch], families.max_tokens(model))
     labels = torch.tensor([e.label for e in batch], device=encoded["input_ids"].device)
     names = gradients.trainable_names(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -50,7 +52,7 @@ def local_training(model: nn.Module, steps: int, gradient_fn: GradientFn, optimi
     return losses
 
 
-def train_adapter(model: nn.Module, model_name: str, examples: Sequence[data.Example], steps: int,
+def train_adapter(model: nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[data.Example], steps: int,
                   lr: float = 1e-3, batch_size: int = 8, seed: int = 0,
                   on_step: Callable[[int], None] | None = None) -> list[float]:
     """Adam on the trainable parameters for ``steps`` batches drawn from ``examples``; returns the losses.
@@ -63,7 +65,7 @@ def train_adapter(model: nn.Module, model_name: str, examples: Sequence[data.Exa
         raise ValueError("train_adapter needs at least one example to train on.")
     if steps == 0:
         return []
-    generator, tokenizer = torch.Generator().manual_seed(seed), models.load_tokenizer(model_name)
+    generator = torch.Generator().manual_seed(seed)
 
     def gradient_fn(step: int) -> tuple[Gradient, float]:
         if on_step is not None:

@@ -16,7 +16,7 @@ from . import config, fl, metrics, models
 from .attacks import ATTACKS, Attack, Knowledge, Reconstruction, SharedUpdate, attack_names, get_attack, lora_a_is_zero
 from .defenses import DEFENCES, defend_message, lab_defences
 from .experiments.multi_round import SERVERS, Watch, watched_messages
-from .message import check_int
+from .checks import check_int
 
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TEXT = "my new pin is 4921 and the card works perfectly now"
@@ -64,11 +64,11 @@ def check_choice(value: object, choices: Sequence[object], what: str) -> None:
         raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(map(str, choices))}.")
 
 
-def check_lab_text(text: str, model_name: str = "tiny-bert") -> list[int]:
+def check_lab_text(text: str, model: models.PublicModel = models.TINY_BERT) -> list[int]:
     """The token ids (without [CLS]/[SEP]) of a lab sentence, or one clear error: empty, or too long."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("type a sentence first: the text is empty.")
-    ids = models.load_tokenizer(model_name).encode(text.strip(), add_special_tokens=False)
+    ids = model.tokenizer.encode(text.strip(), add_special_tokens=False)
     if not ids:
         raise ValueError("the text holds no word the tokenizer knows: type a sentence with words.")
     if len(ids) > LAB_MAX_TOKENS:
@@ -123,19 +123,20 @@ def run_lab(text: str, model_name: str = "tiny-bert", rank: int = 8, attack: str
     tells the attacker the number of word pieces (the strong-attacker assumption of LAMP and DAGER).
     ``server="malicious"`` sends the client a crafted adapter (a random ``B``: even round 0 leaks).
     """
-    models.check_available(model_name)
+    model = models.resolve(model_name)  # the lab's edge: the name becomes the public model here
+    model.check_available()
     check_choice(rank, RANKS, "rank")
     check_choice(attack, lab_attacks(), "attack")
     check_choice(defence, lab_defences(), "defence")
     check_choice(label, (0, 1), "label")
     check_choice(server, SERVERS, "server")
     check_int(rounds, "rounds", 0)
-    reference = check_lab_text(text, model_name)
+    reference = check_lab_text(text, model)
     start = time.perf_counter()
     if server == "honest":
-        shared = fl.capture_update([text.strip()], [label], model_name, rank=rank, rounds=rounds, seed=seed)
+        shared = fl.capture_update([text.strip()], [label], model, rank=rank, rounds=rounds, seed=seed)
     else:
-        shared = watched_messages([text.strip()], [label], model_name, rank, rounds, Watch(server=server), seed)[0][0]
+        shared = watched_messages([text.strip()], [label], model, rank, rounds, Watch(server=server), seed)[0][0]
     shared = defend(shared, defence, strength, seed)
     knowledge = Knowledge(length=len(reference)) if known_length else Knowledge()  # word pieces, no [CLS]/[SEP]
     if not known_length and _needs_length(attack, shared):
@@ -143,19 +144,19 @@ def run_lab(text: str, model_name: str = "tiny-bert", rank: int = 8, attack: str
                          "or use the span attack after some rounds (rounds > 0), which finds it itself.")
     config.set_seed(seed)
     rebuilt = lab_attack(attack, seed).reconstruct(shared, knowledge, on_step)
-    return _result(text.strip(), reference, rebuilt, label, model_name, rank, attack, defence,
+    return _result(text.strip(), reference, rebuilt, label, model, rank, attack, defence,
                    time.perf_counter() - start, rebuilt.loss_history)
 
 
-def _result(text: str, reference: list[int], rebuilt: Reconstruction, label: int, model_name: str, rank: int,
-            attack: str, defence: str, seconds: float, losses: Sequence[float]) -> LabResult:
-    tokenizer = models.load_tokenizer(model_name)
+def _result(text: str, reference: list[int], rebuilt: Reconstruction, label: int, model: models.PublicModel,
+            rank: int, attack: str, defence: str, seconds: float, losses: Sequence[float]) -> LabResult:
+    tokenizer = model.tokenizer
     recovered = list(rebuilt.token_ids[0]) if rebuilt.token_ids else []
     reference_text = tokenizer.decode(reference)
     scores = metrics.sentence_scores(reference_text, rebuilt.texts[0] if rebuilt.texts else "", reference, recovered)
     return LabResult(text, rebuilt.texts[0] if rebuilt.texts else "", tokenizer.convert_ids_to_tokens(reference),
                      tokenizer.convert_ids_to_tokens(recovered), scores, label,
-                     rebuilt.labels[0] if rebuilt.labels else None, model_name, rank, attack, defence, seconds,
+                     rebuilt.labels[0] if rebuilt.labels else None, model.name, rank, attack, defence, seconds,
                      [float(x) for x in losses])
 
 
@@ -293,7 +294,7 @@ class Lab:
 
     def on_step(self, step: int, loss: float, texts: list[str]) -> None:
         """The attack callback: show the current guess token by token and the loss so far."""
-        tokenizer = models.load_tokenizer(self.model.value)
+        tokenizer = models.resolve(self.model.value).tokenizer
         guess = texts[0] if texts else ""
         self._losses.append(loss)
         self.view.value = render_comparison(self._reference, tokenizer.tokenize(guess), guess)
@@ -307,8 +308,8 @@ class Lab:
         self._losses: list[float] = []
         self.metrics.value = ""
         try:
-            self._reference = models.load_tokenizer(self.model.value).convert_ids_to_tokens(
-                check_lab_text(self.text.value, self.model.value))
+            model = models.resolve(self.model.value)
+            self._reference = model.tokenizer.convert_ids_to_tokens(check_lab_text(self.text.value, model))
             self.view.value = render_comparison(self._reference, [], "")
             self.status.value = "capturing the client's update…"
             result = run_lab(self.text.value, self.model.value, self.rank.value, self.attack.value,

@@ -2,6 +2,7 @@
 (no import circle at any depth: test_import_graph)."""
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib import cli, widgets
+from lora_leak_lib.models import resolve
 from test_import_graph import import_graph
 
 ROOT = Path(ll.__file__).parent
@@ -32,6 +34,8 @@ def test_layers_point_one_way():
             assert not any(inside(m, *parties[1:]) for m in imports), imports
         if inside(name, f"{lib}.attacks"):
             assert not any(inside(m, f"{lib}.fl", f"{lib}.defenses", f"{lib}.training") for m in imports), name
+        if not inside(name, f"{lib}.course", f"{lib}.cli"):  # the course tooling sits on top, beside the CLI
+            assert not any(inside(m, f"{lib}.course") for m in imports), name
 
 
 def _load_script(path: Path):
@@ -74,8 +78,8 @@ def test_unknown_attacks_and_knobs_get_one_clear_error():
 @pytest.fixture(scope="module")
 def trained():
     text = "my new pin is 4921"
-    shared = ll.fl.capture_update([text], [1], "tiny-bert", rank=8, rounds=20)
-    return shared, text, ll.Knowledge(length=len(ll.experiments.reference_ids([text], "tiny-bert")[0]))
+    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, rounds=20)
+    return shared, text, ll.Knowledge(length=len(ll.experiments.reference_ids([text], resolve("tiny-bert").tokenizer)[0]))
 
 
 CHEAP_KNOBS = {"dlg": dict(steps=12, snapshot_every=4), "lora-best": dict(later_rounds=3),
@@ -99,7 +103,7 @@ def test_every_attack_keeps_the_one_contract(trained, name):
 def test_the_token_set_attack_works_on_full_fine_tuning_only():
     full = ll.fl.capture_full_update(["my pin is 4821"], [0])
     rec = ll.get_attack("token-set").reconstruct(full)
-    assert rec.token_ids == [sorted(set(ll.experiments.reference_ids(["my pin is 4821"], "tiny-bert")[0]))]
+    assert rec.token_ids == [sorted(set(ll.experiments.reference_ids(["my pin is 4821"], resolve("tiny-bert").tokenizer)[0]))]
     with pytest.raises(ValueError, match="full fine-tuning"):
         ll.get_attack("token-set").reconstruct(ll.fl.capture_update(["my pin"], [0], rounds=2))
 
@@ -108,7 +112,7 @@ def test_the_attack_model_has_exactly_the_shared_tensors_as_parameters(trained):
     shared, text, _ = trained
     model = shared.attack_model()
     assert [n for n, _ in model.named_parameters()] == list(shared.update)
-    encoded = ll.models.load_tokenizer("tiny-bert")([text], return_tensors="pt").to(model.device)
+    encoded = ll.models.resolve("tiny-bert").tokenizer([text], return_tensors="pt").to(model.device)
     loss = torch.nn.functional.cross_entropy(model(**encoded).logits, torch.tensor([1], device=model.device))
     grads = torch.autograd.grad(loss, list(model.parameters()))
     for g, (name, sent) in zip(grads, shared.update.items()):
@@ -117,10 +121,10 @@ def test_the_attack_model_has_exactly_the_shared_tensors_as_parameters(trained):
 
 def test_models_load_once_and_leave_the_random_state_as_a_fresh_build(capfd):
     torch.manual_seed(123)
-    first = ll.models.load_model("minilm", seed=4)
+    first = ll.models.resolve("minilm").load(seed=4)
     after_first = torch.rand(3)
     capfd.readouterr()
-    second = ll.models.load_model("minilm", seed=4)
+    second = ll.models.resolve("minilm").load(seed=4)
     assert torch.equal(torch.rand(3), after_first)  # same random state after a copy as after a build
     assert capfd.readouterr().err == ""
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
@@ -145,3 +149,47 @@ def test_the_readme_brings_its_own_dlg_loop_using_documented_names_only():
     exec(compile(code, "README.md", "exec"), namespace)
     rows = namespace["rows"]
     assert len(rows) == 1 and 0.0 <= rows[0]["token_accuracy"] <= 1.0 and rows[0]["original"]
+
+
+FRONT_ENDS = {"models", "cli", "widgets"}
+"""Where a model's name may be read: the registry that resolves it, the command line and the lab."""
+
+
+def name_readers(source: str) -> list[str]:
+    """Functions (and dataclass fields) of ``source`` that take a model's name, or resolve one inside a function."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            found += [f"{node.name}({a.arg})" for a in args if a.arg == "model_name" or
+                      "model" in a.arg and isinstance(a.annotation, ast.Name) and a.annotation.id == "str"]
+            found += [f"{node.name} calls {ast.unparse(call.func)}" for call in ast.walk(node)
+                      if isinstance(call, ast.Call) and ast.unparse(call.func) in
+                      ("resolve", "models.resolve", "check_model_name", "models.check_model_name")]
+        if isinstance(node, ast.ClassDef):
+            found += [f"{node.name}.{field.target.id}" for field in node.body if isinstance(field, ast.AnnAssign)
+                      and isinstance(field.target, ast.Name) and "model" in field.target.id
+                      and ast.unparse(field.annotation) == "str"]
+    return found
+
+
+def test_the_name_check_sees_every_way_of_taking_a_name():
+    fake = '''
+def train(model, model_name, steps): ...
+def attack(shared, model: str = "tiny-bert"): ...
+def sweep(setup):
+    return models.resolve(setup.name)
+@dataclass
+class Recipe:
+    model: str = "tiny-bert"
+def fine(model: models.PublicModel, tokenizer): ...
+'''
+    assert name_readers(fake) == ["train(model_name)", "attack(model)", "sweep calls models.resolve", "Recipe.model"]
+
+
+def test_no_function_below_the_front_ends_takes_a_model_name():
+    """A name is resolved once, at the edge (CLI, lab, notebook, benchmark), into a ``PublicModel``; below,
+    every function reads that object."""
+    offenders = {str(path.relative_to(ROOT)): found for path in sorted(ROOT.rglob("*.py"))
+                 if path.stem not in FRONT_ENDS and (found := name_readers(path.read_text(encoding="utf-8")))}
+    assert not offenders, offenders

@@ -10,6 +10,7 @@ import torch
 import lora_leak_lib as ll
 from lora_leak_lib import defenses
 from lora_leak_lib.experiments import sweep
+from lora_leak_lib.models import resolve
 
 
 def random_update(seed: int = 0, scale: float = 0.1) -> OrderedDict[str, torch.Tensor]:
@@ -21,11 +22,11 @@ def random_update(seed: int = 0, scale: float = 0.1) -> OrderedDict[str, torch.T
 @pytest.fixture(scope="module")
 def tiny_batch():
     ll.set_seed(0)
-    model = ll.lora.apply_lora(ll.models.load_model("tiny-bert", seed=0), rank=4)
-    ll.training.train_adapter(model, "tiny-bert", ll.data.course_sentences()[20:], steps=3)  # B != 0, so every tensor has a gradient
+    model = ll.lora.apply_lora(ll.models.resolve("tiny-bert").load(seed=0), rank=4)
+    ll.training.train_adapter(model, resolve("tiny-bert").tokenizer, ll.data.course_sentences()[20:], steps=3)  # B != 0, so every tensor has a gradient
     model.eval()
     examples = ll.data.course_sentences()[:6]
-    encoded = ll.data.encode(ll.models.load_tokenizer("tiny-bert"), [e.text for e in examples])
+    encoded = ll.data.encode(ll.models.resolve("tiny-bert").tokenizer, [e.text for e in examples])
     return model, encoded["input_ids"], encoded["attention_mask"], torch.tensor([e.label for e in examples])
 
 
@@ -116,16 +117,16 @@ def test_dp_gradient_without_noise_is_the_mean_of_clipped_gradients(tiny_batch):
 
 def test_dp_sgd_still_trains_the_model_and_changes_lora_b():
     ll.set_seed(0)
-    model = ll.lora.apply_lora(ll.models.load_model("tiny-bert", seed=0), rank=4)
+    model = ll.lora.apply_lora(ll.models.resolve("tiny-bert").load(seed=0), rank=4)
     examples = ll.data.course_sentences()  # 56 sentences: the noise std per sentence is σC/56
-    tokenizer = ll.models.load_tokenizer("tiny-bert")
+    tokenizer = ll.models.resolve("tiny-bert").tokenizer
     encoded = ll.data.encode(tokenizer, [e.text for e in examples])
     labels = torch.tensor([e.label for e in examples])
     model.eval()
     loss = lambda: float(ll.gradients.client_loss(model, encoded["input_ids"], encoded["attention_mask"], labels).detach())
     before_loss = loss()
     before = ll.gradients.trainable_state(model)
-    defenses.dp_sgd_train(model, "tiny-bert", examples, steps=30, max_norm=1.0, noise_multiplier=0.01, lr=1e-2, seed=0)
+    defenses.dp_sgd_train(model, resolve("tiny-bert").tokenizer, examples, steps=30, max_norm=1.0, noise_multiplier=0.01, lr=1e-2, seed=0)
     after_loss = loss()
     after = ll.gradients.trainable_state(model)
     b_names = [n for n in before if "lora_B" in n]
@@ -136,7 +137,7 @@ def test_dp_sgd_still_trains_the_model_and_changes_lora_b():
 def test_defended_updates_still_train_the_model():
     """Clipped, noised, sparsified and quantised FedSGD steps all lower the training loss."""
     examples = ll.data.course_sentences()[:8]
-    tokenizer = ll.models.load_tokenizer("tiny-bert")
+    tokenizer = ll.models.resolve("tiny-bert").tokenizer
     encoded = ll.data.encode(tokenizer, [e.text for e in examples])
     labels = torch.tensor([e.label for e in examples])
     defences = {
@@ -147,7 +148,7 @@ def test_defended_updates_still_train_the_model():
     }
     for name, defend in defences.items():
         ll.set_seed(0)
-        model = ll.lora.apply_lora(ll.models.load_model("tiny-bert", seed=0), rank=4).eval()
+        model = ll.lora.apply_lora(ll.models.resolve("tiny-bert").load(seed=0), rank=4).eval()
         loss = lambda: float(ll.gradients.client_loss(model, encoded["input_ids"], encoded["attention_mask"],
                                                                labels).detach())
         start = loss()
@@ -244,7 +245,7 @@ def test_secure_aggregate_is_the_mean():
 def test_secure_aggregation_trains_like_the_plain_server():
     """The server that sees only masked messages reaches the same global adapter as one that sees them all."""
     from functools import partial
-    common = dict(model_name="tiny-bert", n_clients=3, rounds=2, protocol="fedsgd", held_out=0.5, batch_size=16,
+    common = dict(model=resolve("tiny-bert"), n_clients=3, rounds=2, protocol="fedsgd", held_out=0.5, batch_size=16,
                   lr=1e-2, progress=False)
     plain = ll.fl.run_federated(**common, make_server=partial(defenses.DefendedServer, adam_lr=1e-2))
     secure = ll.fl.run_federated(
@@ -257,7 +258,7 @@ def test_secure_aggregation_trains_like_the_plain_server():
 
 def test_defended_client_sends_the_transformed_update():
     from functools import partial
-    history = ll.fl.run_federated("tiny-bert", 2, 1, "fedsgd", held_out=0.5, progress=False,
+    history = ll.fl.run_federated(resolve("tiny-bert"), 2, 1, "fedsgd", held_out=0.5, progress=False,
                                   make_client=partial(defenses.DefendedClient, defend=lambda u, s: defenses.quantise(u, 4)))
     update = history.server.captured(0, 0).update
     assert all(len(torch.unique(t)) <= 15 for t in update.values())
@@ -265,7 +266,7 @@ def test_defended_client_sends_the_transformed_update():
 
 def test_dp_client_reports_the_accountants_epsilon():
     from functools import partial
-    history = ll.fl.run_federated("tiny-bert", 2, 2, "fedsgd", held_out=0.5, batch_size=64, progress=False,
+    history = ll.fl.run_federated(resolve("tiny-bert"), 2, 2, "fedsgd", held_out=0.5, batch_size=64, progress=False,
                                   make_client=partial(defenses.DPClient, max_norm=1.0, noise_multiplier=2.0))
     client = history.clients[0]
     assert client.sample_rate == 1.0

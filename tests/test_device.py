@@ -16,11 +16,12 @@ import torch
 from fake_accelerator import FAKE, DeviceBug, FakeAccelerator, on_fake
 
 import lora_leak_lib as ll
-from lora_leak_lib import config, experiments, fl, flower, lora, models
+from lora_leak_lib import config, experiments, families, fl, flower, lora, models
 from lora_leak_lib.attacks import Knowledge, get_attack, search
 from lora_leak_lib.defenses import secure_aggregation
 from lora_leak_lib.experiments.multi_round import Watch, attack_watched, watched_messages
 from lora_leak_lib.experiments.sweep import Defence, Recipe
+from lora_leak_lib.models import resolve
 
 LIBRARY = Path(ll.__file__).parent
 BOUNDARY = LIBRARY / "arrays.py"
@@ -81,8 +82,8 @@ def test_moves_copy_and_everything_follows_its_inputs():
 
 def test_the_session_runs_on_the_library_device(device):
     assert config.device() == device
-    assert next(models.load_model("tiny-bert", seed=0).parameters()).device == device
-    encoded = ll.data.encode(models.load_tokenizer("tiny-bert"), ["a quiet film"])
+    assert next(models.resolve("tiny-bert").load(seed=0).parameters()).device == device
+    encoded = ll.data.encode(models.resolve("tiny-bert").tokenizer, ["a quiet film"])
     assert {t.device for t in encoded.values()} == {device}
 
 
@@ -92,15 +93,15 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
     """Capture, every registered attack, DLG with a token set, every defence in the registry (secure aggregation
     and DP-SGD included), watched rounds, the malicious server, Flower's array conversion and ``LoRALinear``."""
     text = "the movie was a quiet and lovely surprise"
-    shared = fl.capture_update([text], [1], "tiny-bert", rounds=2)
-    zero = fl.capture_update(["a quiet film"], [1], "tiny-bert", rounds=0)
-    full = fl.capture_full_update(["a quiet film"], [1], "tiny-bert")
+    shared = fl.capture_update([text], [1], resolve("tiny-bert"), rounds=2)
+    zero = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=0)
+    full = fl.capture_full_update(["a quiet film"], [1], resolve("tiny-bert"))
     returned = [shared, zero, full]
     quick = dict(dlg=dict(steps=3, restarts=1), **{"lora-best": dict(dlg_steps=3, restarts=1, later_rounds=2)})
     for name in ll.attacks.attack_names():
         ran = []
         for update, words in ((shared, text), (zero, "a quiet film"), (full, "a quiet film")):
-            knowledge = Knowledge(length=len(models.load_tokenizer("tiny-bert")(words)["input_ids"]))
+            knowledge = Knowledge(length=len(models.resolve("tiny-bert").tokenizer(words)["input_ids"]))
             try:
                 ran.append(get_attack(name, **quick.get(name, {})).reconstruct(update, knowledge))
             except ValueError:  # one clear line: this attack does not apply to that message (a DeviceBug is not)
@@ -109,10 +110,10 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
         returned += ran
     token_set = get_attack("dlg", steps=3, restarts=1, use_token_set=True).reconstruct(full, Knowledge(length=5))
     assert token_set.token_ids
-    batch = experiments.attack_texts(["a quiet film", "loud and long"], [1, 0], "tiny-bert", rounds=2, attack="span")
-    decoder = experiments.attack_texts(["a gentle film"], None, "tiny-gpt2", rounds=2, attack="span")
-    watched = attack_watched(["a quiet film"], [1], "tiny-bert", rounds=2, attack="span")
-    crafted, _ = watched_messages(["a quiet film"], [1], "tiny-bert", 8, 0, Watch(server="malicious"))
+    batch = experiments.attack_texts(["a quiet film", "loud and long"], [1, 0], resolve("tiny-bert"), rounds=2, attack="span")
+    decoder = experiments.attack_texts(["a gentle film"], None, resolve("tiny-gpt2"), rounds=2, attack="span")
+    watched = attack_watched(["a quiet film"], [1], resolve("tiny-bert"), rounds=2, attack="span")
+    crafted, _ = watched_messages(["a quiet film"], [1], resolve("tiny-bert"), 8, 0, Watch(server="malicious"))
     assert ll.malicious.check_global_adapter(crafted[0].global_state, crafted[0].setup, 0)
     assert batch and decoder and watched
     recipe = Recipe(n_clients=2, rounds=1, batch_size=2, n_victims=1, limit=12, seed=0)
@@ -121,10 +122,10 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
         if spec.transform is not None:
             returned.append(ll.defenses.defend_message(shared.update, name, value, seed=0))
         assert experiments.sweep.run_setting(Defence(name, value), recipe).accuracy_curve
-    history = fl.run_federated("tiny-bert", 2, 1, progress=False, limit=None)
+    history = fl.run_federated(resolve("tiny-bert"), 2, 1, progress=False, limit=None)
     returned += [history.server.captured(0, 0), secure_aggregation.secure_aggregate([shared.update] * 2)]
     private = shared.public_model()
-    ll.defenses.dp_sgd_train(private, "tiny-bert", ll.data.course_sentences()[:4], 1, 1.0, 0.5, seed=0)
+    ll.defenses.dp_sgd_train(private, resolve("tiny-bert").tokenizer, ll.data.course_sentences()[:4], 1, 1.0, 0.5, seed=0)
     layer = lora.LoRALinear(torch.nn.Linear(4, 3).to(device), rank=2, alpha=4)
     assert layer(torch.ones(2, 4, device=device)).shape == (2, 3)
     devices = {t.device for value in returned for t in tensors_in(value)}
@@ -134,7 +135,7 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
 
 @pytest.mark.skipif(not flower.flower_available(), reason=flower.INSTALL_HINT)
 def test_flowers_array_conversion_comes_back_to_the_device(device):
-    shared = fl.capture_update(["a quiet film"], [1], "tiny-bert", rounds=1)
+    shared = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1)
     model = shared.public_model()
     arrays = flower.peft_state(model)
     assert all(isinstance(a, np.ndarray) for a in arrays)
@@ -161,22 +162,22 @@ def _arrays_left_on_the_cpu(array, like, dtype=None):
 
 
 def _dlg_with_a_token_set():
-    full = fl.capture_full_update(["a quiet film"], [1], "tiny-bert")
+    full = fl.capture_full_update(["a quiet film"], [1], resolve("tiny-bert"))
     get_attack("dlg", steps=2, restarts=1, use_token_set=True).reconstruct(full, Knowledge(length=5))
 
 
 def _secure_aggregation():
-    update = fl.capture_update(["a quiet film"], [1], "tiny-bert", rounds=1).update
+    update = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1).update
     secure_aggregation.secure_aggregate([update, update])
 
 
 def _secagg_client_delta():
-    update = fl.capture_update(["a quiet film"], [1], "tiny-bert", rounds=1).update
+    update = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1).update
     flower.delta_arrays(update, list(update))
 
 
 def _attack_on_a_quantised_update():
-    shared = fl.capture_update(["a quiet film"], [1], "tiny-bert", rounds=1)
+    shared = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1)
     quantised = flower.secagg_quantized(shared.update, 1.0, 2**20)
     get_attack("span").reconstruct(replace(shared, update=quantised), Knowledge(length=5))
 
@@ -279,4 +280,4 @@ def test_targets_made_on_the_cpu_follow_the_logits(family, device):
     # A notebook writes torch.tensor([label]) on the CPU while the model runs on the device; the loss must not mind.
     logits = torch.randn(2, 5, 7, device=device) if family == "gpt2" else torch.randn(2, 2, device=device)
     targets = torch.randint(0, 7, (2, 5)) if family == "gpt2" else torch.tensor([0, 1])
-    assert models.FAMILIES[family].loss(logits, targets).device == device
+    assert families.FAMILIES[family].loss(logits, targets).device == device

@@ -9,6 +9,7 @@ import lora_leak_lib as ll
 from lora_leak_lib import config
 from lora_leak_lib.attacks import DLG, Knowledge, Reconstruction, deep_leakage, infer_labels, matching_losses
 from lora_leak_lib.attacks.search import cover_assignment
+from lora_leak_lib.models import resolve
 
 TEXT = "my pin is 4821"
 
@@ -56,7 +57,7 @@ def test_deep_leakage_checks_tensor_names():
 
 
 def test_full_update_shares_every_parameter(full_update):
-    model = ll.models.load_model("tiny-bert", seed=0)
+    model = ll.models.resolve("tiny-bert").load(seed=0)
     assert list(full_update.update) == [n for n, _ in model.named_parameters()]
     assert full_update.setup.full_finetune
     public = full_update.public_model()
@@ -74,7 +75,7 @@ def test_dlg_interface_and_callback(full_update):
     attack = DLG(steps=20, snapshot_every=10, progress=False)
     rec = attack.reconstruct(full_update, callback=lambda step, loss, texts: seen.append((step, loss, texts)))
     assert isinstance(rec, Reconstruction)
-    length = ll.data.n_tokens(ll.models.load_tokenizer(), TEXT)
+    length = ll.data.n_tokens(ll.models.TINY_BERT.tokenizer, TEXT)
     assert len(rec.token_ids) == 1 and len(rec.token_ids[0]) == length  # length read from the positions
     assert rec.labels == [0] and rec.attack == attack.name == "dlg"
     assert attack.variant == "dlg-relaxed+tokenset-cosine-adam"
@@ -84,13 +85,13 @@ def test_dlg_interface_and_callback(full_update):
 
 
 def test_dlg_token_set_restricts_the_vocabulary(full_update):
-    tokenizer = ll.models.load_tokenizer()
+    tokenizer = ll.models.TINY_BERT.tokenizer
     rec = DLG(steps=5, progress=False).reconstruct(full_update)
     assert set(rec.token_ids[0]) == set(tokenizer(TEXT)["input_ids"][1:-1])  # every leaked token is used
 
 
 def test_dlg_recovers_a_short_sentence(full_update):
-    tokenizer = ll.models.load_tokenizer()
+    tokenizer = ll.models.TINY_BERT.tokenizer
     rec = DLG(steps=100, refine_sweeps=10, progress=False).reconstruct(full_update)
     reference = tokenizer(TEXT)["input_ids"][1:-1]
     assert ll.metrics.token_accuracy(reference, rec.token_ids[0]) == 1.0
@@ -100,7 +101,7 @@ def test_dlg_recovers_a_short_sentence(full_update):
 def test_dlg_free_embeddings_and_learned_label_run(full_update):
     rec = DLG(parametrisation="embeddings", steps=5, learn_label=True, optimizer="lbfgs", lr=0.1,
               progress=False).reconstruct(full_update)
-    length = ll.data.n_tokens(ll.models.load_tokenizer(), TEXT)
+    length = ll.data.n_tokens(ll.models.TINY_BERT.tokenizer, TEXT)
     assert len(rec.token_ids[0]) == length and len(rec.loss_history) == 5
     assert rec.labels[0] in (0, 1)
 
@@ -137,7 +138,7 @@ def test_cover_assignment_uses_every_token():
 
 
 def test_matching_losses_are_zero_only_for_the_private_sentence(full_update):
-    reference = ll.models.load_tokenizer()(TEXT)["input_ids"][1:-1]
+    reference = ll.models.TINY_BERT.tokenizer(TEXT)["input_ids"][1:-1]
     swapped = [reference[1], reference[0]] + reference[2:]
     losses = matching_losses(full_update, [reference, swapped])
     assert abs(losses[0]) < 1e-4 and losses[1] > 1e-2
@@ -149,7 +150,7 @@ def test_dlg_recovers_repeated_tokens():
     text = "my pin is my pin"
     shared = ll.fl.capture_full_update([text], [1])
     rec = DLG(steps=100, refine_sweeps=10, progress=False).reconstruct(shared)
-    reference = ll.models.load_tokenizer()(text)["input_ids"][1:-1]
+    reference = ll.models.TINY_BERT.tokenizer(text)["input_ids"][1:-1]
     assert len(rec.token_ids[0]) == 5 and rec.labels == [1]
     assert ll.metrics.token_accuracy(reference, rec.token_ids[0]) >= 0.8  # measured: 'my pin pin my pin'
 
@@ -158,8 +159,8 @@ def test_dlg_recovers_repeated_tokens():
 @pytest.fixture(scope="module")
 def round0_problem():
     """A round-0 LoRA update (B = 0: only lora_B and head gradients carry anything) and its DLG problem."""
-    shared = ll.fl.capture_update([TEXT], [1], "tiny-bert", rank=4, rounds=0)
-    reference = ll.models.load_tokenizer()(TEXT)["input_ids"][1:-1]
+    shared = ll.fl.capture_update([TEXT], [1], resolve("tiny-bert"), rank=4, rounds=0)
+    reference = ll.models.TINY_BERT.tokenizer(TEXT)["input_ids"][1:-1]
     return ll.attacks.TextProblem.build(shared, Knowledge(length=len(reference))), reference
 
 
@@ -224,7 +225,7 @@ def test_dlg_lbfgs_tolerances_are_a_knob():
 def test_kicks_restart_the_search_and_never_end_worse_than_one_descent():
     # round 0 (B = 0): the greedy search stops in a local minimum; kicks restart it from perturbations of the best
     text = "the nurse said my results were fine"
-    shared = ll.fl.capture_update([text], [1], "tiny-bert", rank=8, rounds=0)
+    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, rounds=0)
     knowledge = Knowledge(length=7)
     plain = DLG(distance="cosine", lr=0.3, steps=20, search_steps=10, progress=False)
     kicked = dataclasses.replace(plain, kicks=3, kick_size=3)
@@ -236,6 +237,6 @@ def test_kicks_restart_the_search_and_never_end_worse_than_one_descent():
 
 @pytest.mark.parametrize("knob, value", [("kicks", -1), ("kick_size", 0), ("kicks", 1.5)])
 def test_kick_knobs_are_counts(knob, value):
-    shared = ll.fl.capture_update([TEXT], [0], "tiny-bert", rank=4, rounds=0)
-    with pytest.raises(ValueError, match=f"{knob} counts the discrete search's steps"):
+    shared = ll.fl.capture_update([TEXT], [0], resolve("tiny-bert"), rank=4, rounds=0)
+    with pytest.raises(ValueError, match=f"{knob} must be .*it counts the discrete search's steps"):
         dataclasses.replace(DLG(progress=False), **{knob: value}).reconstruct(shared, Knowledge(length=4))

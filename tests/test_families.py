@@ -5,8 +5,9 @@ import torch
 from transformers import MPNetConfig
 
 import lora_leak_lib as ll
-from lora_leak_lib import cli, experiments, fl, lora, models
+from lora_leak_lib import cli, experiments, families, fl, lora, models
 from lora_leak_lib.attacks import EmbeddingInputs, Knowledge, first_layer_rows, get_attack
+from lora_leak_lib.models import resolve
 
 
 @pytest.fixture(autouse=True)
@@ -16,9 +17,9 @@ def offline(monkeypatch):
 
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_every_entry_finds_its_parts_through_its_family(name):
-    family = models.family(name)
-    model = lora.apply_lora(models.architecture(name), rank=2)  # the meta device: no weights, no download
-    base = models.base_of(model)
+    family = models.resolve(name).family
+    model = lora.apply_lora(models.resolve(name).architecture(), rank=2)  # the meta device: no weights, no download
+    base = families.base_of(model)
     for path in (family.word_embeddings, family.position_embeddings, family.input_norm):
         assert base.get_submodule(path) is not None
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -29,15 +30,15 @@ def test_every_entry_finds_its_parts_through_its_family(name):
                    and f"{family.layer_prefix.format(1)}" in n)
     head = [n for n in names if "lora_" not in n]
     assert bool(head) == (family.head is not None)  # a decoder trains no head beside the adapter
-    assert models.text_limit(name) == models.model_config(name).max_position_embeddings - family.position_offset - 2
+    assert models.resolve(name).text_limit == models.resolve(name).config().max_position_embeddings - family.position_offset - 2
 
 
 def test_the_registry_holds_an_encoder_at_bert_base_scale_offline_and_a_decoder():
-    assert models.MODELS["mpnet-base"].offline and models.family("mpnet-base").name == "mpnet"
-    assert lora.count_parameters(models.architecture("mpnet-base")) == 109_488_002
-    assert models.family("tiny-gpt2").is_decoder and models.MODELS["tiny-gpt2"].offline
-    assert models.family("gpt2").is_decoder and not models.MODELS["gpt2"].offline
-    assert lora.count_parameters(models.architecture("gpt2")) == 124_439_808  # GPT-2 small, tied head
+    assert models.MODELS["mpnet-base"].offline and models.resolve("mpnet-base").family.name == "mpnet"
+    assert lora.count_parameters(models.resolve("mpnet-base").architecture()) == 109_488_002
+    assert models.resolve("tiny-gpt2").family.is_decoder and models.MODELS["tiny-gpt2"].offline
+    assert models.resolve("gpt2").family.is_decoder and not models.MODELS["gpt2"].offline
+    assert lora.count_parameters(models.resolve("gpt2").architecture()) == 124_439_808  # GPT-2 small, tied head
 
 
 def _small_mpnet() -> torch.nn.Module:
@@ -46,16 +47,16 @@ def _small_mpnet() -> torch.nn.Module:
     config = MPNetConfig(vocab_size=30527, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                          max_position_embeddings=514)
-    return models.FAMILIES["mpnet"].model_class(config).eval().to(ll.config.device())  # where the library's models live
+    return families.FAMILIES["mpnet"].model_class(config).eval().to(ll.config.device())  # where the library's models live
 
 
-@pytest.mark.parametrize("build", [lambda: models.load_model("tiny-bert", seed=0),
-                                   lambda: models.load_model("tiny-gpt2", seed=0), _small_mpnet],
+@pytest.mark.parametrize("build", [lambda: models.resolve("tiny-bert").load(seed=0),
+                                   lambda: models.resolve("tiny-gpt2").load(seed=0), _small_mpnet],
                          ids=["bert", "gpt2", "mpnet"])
 def test_the_first_layer_inputs_in_closed_form_are_what_the_model_feeds_its_lora(build):
     model = lora.apply_lora(build(), rank=2)
-    family = models.family_of(model.get_base_model())
-    reader = next(m for n, m in models.base_of(model).named_modules()
+    family = families.family_of(model.get_base_model())
+    reader = next(m for n, m in families.base_of(model).named_modules()
                   if n.startswith(family.layer_prefix.format(0)) and n.endswith(family.layer_inputs[0]))
     seen = []
     hook = reader.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
@@ -63,51 +64,51 @@ def test_the_first_layer_inputs_in_closed_form_are_what_the_model_feeds_its_lora
     with torch.no_grad():
         model(input_ids=ids)
     hook.remove()
-    inputs = EmbeddingInputs.from_model(model)
+    inputs = EmbeddingInputs.from_tables(families.input_tables(model))
     closed_form = inputs.vectors(ids[0], torch.arange(ids.shape[1], device=ids.device))
     assert torch.allclose(closed_form.float(), seen[0][0], atol=1e-5)
 
 
 def test_a_decoder_client_trains_on_its_next_tokens_and_sends_only_lora():
-    shared = fl.capture_update(["the film is quiet and kind"], [0], "tiny-gpt2", rank=2, rounds=2)
+    shared = fl.capture_update(["the film is quiet and kind"], [0], resolve("tiny-gpt2"), rank=2, rounds=2)
     assert shared.update and all("lora_" in n for n in shared.update)
     assert any(n.endswith("c_attn.lora_A.default.weight") for n in shared.update)
     model = shared.attack_model()
-    encoded = ll.data.encode(models.load_tokenizer("tiny-gpt2"), ["the film is quiet and kind"])
+    encoded = ll.data.encode(models.resolve("tiny-gpt2").tokenizer, ["the film is quiet and kind"])
     logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits  # no type ids:
     # GPT-2 would add wte[token_type_ids] to every position
-    loss = models.family("tiny-gpt2").loss(logits, encoded["input_ids"], encoded["attention_mask"])
+    loss = models.resolve("tiny-gpt2").family.loss(logits, encoded["input_ids"], encoded["attention_mask"])
     again = torch.autograd.grad(loss, list(model.parameters()))
     for (name, sent), mine in zip(shared.update.items(), again):
         assert torch.allclose(sent, mine, atol=1e-6 * float(sent.abs().max()) + 1e-12), name
 
 
 def test_federated_averaging_runs_on_a_decoder():
-    history = fl.run_federated("tiny-gpt2", n_clients=2, rounds=1, progress=False)
+    history = fl.run_federated(resolve("tiny-gpt2"), n_clients=2, rounds=1, progress=False)
     assert len(history.loss) == 2 and history.loss[1] < history.loss[0]  # next-token loss falls
     assert 0.0 <= history.accuracy[1] <= 1.0
 
 
 def test_the_span_attack_rebuilds_a_decoder_clients_text_exactly():
-    row = experiments.attack_texts(["a gentle film about two brothers"], None, "tiny-gpt2", rank=8, rounds=5,
+    row = experiments.attack_texts(["a gentle film about two brothers"], None, resolve("tiny-gpt2"), rank=8, rounds=5,
                                    attack="span")[0]
     assert row["token_accuracy"] == 1.0 and row["reconstruction"] == "a gentle film about two brothers"
 
 
 def test_dlg_matches_a_decoder_gradient_and_its_own_text_scores_zero():
-    shared = fl.capture_update(["a quiet film"], [0], "tiny-gpt2", rank=2, rounds=2)
+    shared = fl.capture_update(["a quiet film"], [0], resolve("tiny-gpt2"), rank=2, rounds=2)
     attack = get_attack("dlg", steps=3, restarts=1)
     result = attack.reconstruct(shared, Knowledge(length=3))
     assert len(result.token_ids[0]) == 3 and result.labels == [] and len(result.loss_history) == 3
     from lora_leak_lib.attacks.text_problem import TextProblem
     problem = TextProblem.build(shared, Knowledge(length=3))
-    truth = models.load_tokenizer("tiny-gpt2").encode("a quiet film", add_special_tokens=False)
+    truth = models.resolve("tiny-gpt2").tokenizer.encode("a quiet film", add_special_tokens=False)
     assert problem.discrete_distance([truth], None, "l2", 0.0) < 1e-12
     assert problem.discrete_distance([truth[::-1]], None, "l2", 0.0) > 1e-9
 
 
 def test_labels_and_the_head_leak_say_a_decoder_has_none():
-    shared = fl.capture_update(["a quiet film"], [0], "tiny-gpt2", rank=2, rounds=1)
+    shared = fl.capture_update(["a quiet film"], [0], resolve("tiny-gpt2"), rank=2, rounds=1)
     for name in ("labels", "head-leak"):
         with pytest.raises(ValueError, match="classifier"):
             get_attack(name).reconstruct(shared, Knowledge())
@@ -148,13 +149,13 @@ def _mpnet_installed() -> bool:
 
 @pytest.mark.skipif(not _mpnet_installed(), reason=f"mpnet-base's weights are not installed: {ll.weights.MPNET_INSTALL}")
 def test_mpnet_base_loads_offline_and_leaks_a_sentence_exactly():
-    model = models.load_model("mpnet-base", seed=0)
+    model = models.resolve("mpnet-base").load(seed=0)
     assert type(model).__name__ == "MPNetForSequenceClassification"
     assert lora.count_parameters(model) == 109_488_002 and model.config._attn_implementation == "eager"
-    mpnet, bert = models.load_tokenizer("mpnet-base"), models.load_tokenizer("tiny-bert")
+    mpnet, bert = models.resolve("mpnet-base").tokenizer, models.resolve("tiny-bert").tokenizer
     text = "a quiet and lovely surprise"
     assert [i - 4 for i in mpnet.encode(text, add_special_tokens=False)] == bert.encode(text, add_special_tokens=False)
-    row = experiments.attack_texts([text], [1], "mpnet-base", rounds=1, attack="span")[0]
+    row = experiments.attack_texts([text], [1], resolve("mpnet-base"), rounds=1, attack="span")[0]
     assert row["reconstruction"] == text and row["token_accuracy"] == 1.0
 
 
@@ -165,7 +166,7 @@ def test_no_module_outside_the_registry_names_a_bert_path():
     # a BERT attribute (``model.bert``), or a string holding a BERT module path; docstring examples (``...``) aside
     bert_paths = re.compile(r"\.bert\b|[\"'][^\"'`]*(\bbert\.|\.word_embeddings|token_type_emb|attention\.self)")
     root = Path(ll.__file__).parent
-    offenders = [f"{path.relative_to(root)}:{number}" for path in root.rglob("*.py") if path.name != "models.py"
+    offenders = [f"{path.relative_to(root)}:{number}" for path in root.rglob("*.py") if path.name != "families.py"
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if bert_paths.search(line) and "``" not in line]
     assert not offenders, offenders

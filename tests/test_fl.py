@@ -9,6 +9,7 @@ import torch
 import lora_leak_lib as ll
 from lora_leak_lib import fl, gradients
 from lora_leak_lib.message import SharedUpdate
+from lora_leak_lib.models import resolve
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def sentences() -> list[ll.data.Example]:
 
 
 def _setup(**changes) -> fl.FederatedSetup:
-    return fl.FederatedSetup(**{"model_name": "tiny-bert", "lr": 0.1, "batch_size": 3, **changes})
+    return fl.FederatedSetup(**{"model": resolve("tiny-bert"), "lr": 0.1, "batch_size": 3, **changes})
 
 
 def _state_with_nonzero_B(model, seed: int = 1) -> OrderedDict:
@@ -67,7 +68,7 @@ def test_server_averages_A_and_B_separately_with_example_weights(sentences):
 
 
 def test_message_log_records_only_trainable_tensors(sentences):
-    history = fl.run_federated("tiny-bert", n_clients=2, rounds=2, protocol="fedsgd", source=sentences[:12],
+    history = fl.run_federated(resolve("tiny-bert"), n_clients=2, rounds=2, protocol="fedsgd", source=sentences[:12],
                                held_out=0.25, progress=False)
     trainable = gradients.trainable_names(history.model)
     assert len(history.log) == 2 * 2
@@ -97,7 +98,7 @@ def test_fedsgd_with_one_client_equals_centralised_sgd(sentences):
     central = setup.build_model()
     gradients.load_trainable_state(central, server.sent[0])
     optimizer = torch.optim.SGD([p for p in central.parameters() if p.requires_grad], lr=0.3)
-    tokenizer = ll.models.load_tokenizer("tiny-bert")
+    tokenizer = ll.models.resolve("tiny-bert").tokenizer
     encoded = ll.data.encode(tokenizer, [e.text for e in batch])
     loss = gradients.client_loss(central, encoded["input_ids"], encoded["attention_mask"],
                                          torch.tensor([e.label for e in batch]))
@@ -124,7 +125,7 @@ def test_delta_after_one_sgd_step_is_minus_lr_times_gradient(sentences):
 
 
 def test_lora_A_gradient_is_zero_in_round_0_and_not_after(sentences):
-    history = fl.run_federated("tiny-bert", n_clients=2, rounds=2, protocol="fedsgd", source=sentences[:12],
+    history = fl.run_federated(resolve("tiny-bert"), n_clients=2, rounds=2, protocol="fedsgd", source=sentences[:12],
                                lr=0.5, progress=False)
     first, later = history.server.captured(0, 0), history.server.captured(0, 1)
     a_names = [n for n in first.update if "lora_A" in n]
@@ -135,7 +136,7 @@ def test_lora_A_gradient_is_zero_in_round_0_and_not_after(sentences):
 
 
 def test_captured_is_the_shared_update_attacks_consume(sentences):
-    history = fl.run_federated("tiny-bert", n_clients=3, rounds=2, protocol="fedavg", source=sentences[:16],
+    history = fl.run_federated(resolve("tiny-bert"), n_clients=3, rounds=2, protocol="fedavg", source=sentences[:16],
                                lr=0.05, local_steps=2, optimizer="adam", progress=False)
     shared = history.server.captured(1, 1)
     assert isinstance(shared, SharedUpdate)
@@ -161,14 +162,14 @@ def test_split_among_clients_is_disjoint_and_balanced(sentences):
 
 
 def test_wire_cost_matches_a_real_model():
-    cost = fl.wire_cost("tiny-bert", rank=8)
+    cost = ll.message.wire_cost(resolve("tiny-bert"), rank=8)
     assert cost.lora_parameters == 2 * 2 * 2 * 8 * 128 + (128 * 2 + 2)
-    model = ll.models.load_model("tiny-bert", seed=0)
+    model = ll.models.resolve("tiny-bert").load(seed=0)
     assert cost.full_parameters == ll.lora.count_parameters(model)
     adapted = ll.lora.apply_lora(model, 8)
     assert cost.lora_parameters == ll.lora.count_parameters(adapted, trainable_only=True)
     assert cost.lora_bytes == 4 * cost.lora_parameters
-    base = fl.wire_cost("bert-base-uncased")
+    base = ll.message.wire_cost(resolve("bert-base-uncased"))
     assert 109_000_000 < base.full_parameters < 110_000_000 and base.share < 0.003
 
 
@@ -179,10 +180,10 @@ def test_wire_cost_matches_a_real_model():
     (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'"),
     (dict(rounds=-1), "rounds must be a non-negative integer"),
     (dict(local_steps=0), "local_steps must be a positive integer"),
-    (dict(model_name="gpt-9"), "unknown model 'gpt-9'"),
+    (dict(model="tiny-bert"), "the set-up's model must be resolved.*models.resolve"),
 ])
 def test_bad_inputs_raise_one_clear_error(kwargs, message):
-    arguments = dict(model_name="tiny-bert", n_clients=2, rounds=1, progress=False) | kwargs
+    arguments = dict(model=resolve("tiny-bert"), n_clients=2, rounds=1, progress=False) | kwargs
     with pytest.raises(ValueError, match=message) as error:
         fl.run_federated(**arguments)
     assert "\n" not in str(error.value)
@@ -204,7 +205,7 @@ def test_flatten_and_cosine_similarity():
 
 
 def test_history_client_update_reruns_a_client_without_touching_the_run(sentences):
-    history = fl.run_federated("tiny-bert", n_clients=2, rounds=2, protocol="fedsgd", source=sentences[:12],
+    history = fl.run_federated(resolve("tiny-bert"), n_clients=2, rounds=2, protocol="fedsgd", source=sentences[:12],
                                lr=0.5, progress=False)
     log_length, final = len(history.log), gradients.trainable_state(history.model)
     again = history.client_update(1, 1)
@@ -221,7 +222,7 @@ def test_history_client_update_reruns_a_client_without_touching_the_run(sentence
 def test_run_federated_reads_a_rotten_tomatoes_folder(tmp_path):
     (tmp_path / "rt-polarity.pos").write_text("\n".join(f"a fine and lovely film number {i}" for i in range(6)))
     (tmp_path / "rt-polarity.neg").write_text("\n".join(f"a dull and tedious film number {i}" for i in range(6)))
-    history = fl.run_federated("tiny-bert", n_clients=3, rounds=1, protocol="fedsgd", source=tmp_path, limit=10,
+    history = fl.run_federated(resolve("tiny-bert"), n_clients=3, rounds=1, protocol="fedsgd", source=tmp_path, limit=10,
                                held_out=0.2, lr=0.5, progress=False)
     assert sum(len(c.examples) for c in history.clients) + len(history.held_out) == 10
     assert {e.label for e in history.held_out} == {0, 1}
@@ -230,9 +231,9 @@ def test_run_federated_reads_a_rotten_tomatoes_folder(tmp_path):
 
 def test_a_cached_global_adapter_gives_exactly_the_update_a_fresh_training_gives(monkeypatch):
     monkeypatch.setattr(ll.fl, "_TRAINED", {})
-    fresh = ll.fl.capture_update(["a quiet film"], [1], "tiny-bert", rank=2, rounds=3)
+    fresh = ll.fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rank=2, rounds=3)
     assert len(ll.fl._TRAINED) == 1
-    cached = ll.fl.capture_update(["a quiet film"], [1], "tiny-bert", rank=2, rounds=3)
+    cached = ll.fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rank=2, rounds=3)
     for name in fresh.update:
         assert torch.equal(fresh.update[name], cached.update[name]), name
         assert torch.equal(fresh.global_state[name], cached.global_state[name]), name

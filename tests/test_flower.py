@@ -12,6 +12,7 @@ import torch
 import lora_leak_lib as ll
 from lora_leak_lib import flower
 from lora_leak_lib.attacks import SpanAttack
+from lora_leak_lib.models import resolve
 
 if not flower.flower_available():
     if os.environ.get("CI"):
@@ -43,8 +44,8 @@ def watching(name):
 def runs():
     ll.setup()
     with watching("plain"):
-        on_flower = flower.run_flower("minilm", **SETTINGS)
-    in_process = ll.fl.run_federated("minilm", protocol="fedavg", progress=False, **SETTINGS)
+        on_flower = flower.run_flower(resolve("minilm"), **SETTINGS)
+    in_process = ll.fl.run_federated(resolve("minilm"), protocol="fedavg", progress=False, **SETTINGS)
     return on_flower, in_process
 
 
@@ -139,7 +140,7 @@ def test_missing_flower_gives_one_line(monkeypatch):
 def secure():
     ll.setup()
     with watching("secure"):
-        return flower.run_flower("minilm", secure_aggregation=True, **SETTINGS)
+        return flower.run_flower(resolve("minilm"), secure_aggregation=True, **SETTINGS)
 
 
 def plain_mean(history, round):

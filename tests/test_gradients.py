@@ -8,12 +8,12 @@ from lora_leak_lib import data, gradients, lora, models
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return lora.apply_lora(models.load_model("tiny-bert", seed=0), rank=4)
+    return lora.apply_lora(models.resolve("tiny-bert").load(seed=0), rank=4)
 
 
 @pytest.fixture(scope="module")
 def batch():
-    tokenizer = models.load_tokenizer("tiny-bert")
+    tokenizer = models.resolve("tiny-bert").tokenizer
     sentences = data.course_sentences()[:3]
     encoded = data.encode(tokenizer, [e.text for e in sentences])
     return encoded["input_ids"], encoded["attention_mask"], torch.tensor([e.label for e in sentences])
@@ -76,10 +76,10 @@ def test_relative_error_and_matrix_rank():
 
 def test_layer_gradients_obey_the_identities_on_a_real_query_layer():
     torch.manual_seed(0)
-    model = lora.apply_lora(models.load_model("tiny-bert", seed=0), rank=8).double()
+    model = lora.apply_lora(models.resolve("tiny-bert").load(seed=0), rank=8).double()
     layer = gradients.find_lora_layer(model, "layer.0.attention.self.query")
     torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.1)
-    tokenizer = models.load_tokenizer("tiny-bert")
+    tokenizer = models.resolve("tiny-bert").tokenizer
     encoded = data.encode(tokenizer, ["my pin is 4821 and my card expires next may"])
     n = encoded["input_ids"].shape[1]
     lg = gradients.layer_gradients(model, "layer.0.attention.self.query", encoded["input_ids"],
@@ -99,7 +99,7 @@ def test_find_lora_layer_names_a_real_layer(model):
     with pytest.raises(ValueError, match="LoRA layers match 'key'"):
         gradients.find_lora_layer(model, "key")
     with pytest.raises(ValueError, match="apply LoRA first"):
-        gradients.find_lora_layer(models.load_model("tiny-bert", seed=0), "query")
+        gradients.find_lora_layer(models.resolve("tiny-bert").load(seed=0), "query")
 
 
 def test_captured_fraction_measures_the_input_inside_a_row_space():

@@ -6,12 +6,13 @@ import torch
 
 from lora_leak_lib import data, gradients, lora, models, training
 from lora_leak_lib.attacks.labels import classes_present, head_bias_gradient, infer_labels
+from lora_leak_lib.models import resolve
 
 BIAS = "base_model.model.classifier.modules_to_save.default.bias"
 
 
 def _fresh_model():
-    return lora.apply_lora(models.load_model("tiny-bert", seed=0), rank=4)
+    return lora.apply_lora(models.resolve("tiny-bert").load(seed=0), rank=4)
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +24,12 @@ def fresh():
 def trained():
     """An adapter and head after some federated rounds: predictions far from uniform."""
     model = _fresh_model()
-    training.train_adapter(model, "tiny-bert", data.course_sentences(), steps=40, lr=1e-2, seed=0)
+    training.train_adapter(model, resolve("tiny-bert").tokenizer, data.course_sentences(), steps=40, lr=1e-2, seed=0)
     return model.eval()
 
 
 def _update_and_probs(model, batch):
-    tokenizer = models.load_tokenizer("tiny-bert")
+    tokenizer = models.resolve("tiny-bert").tokenizer
     encoded = data.encode(tokenizer, [e.text for e in batch])
     labels = torch.tensor([e.label for e in batch])
     update = gradients.shared_gradients(model, encoded["input_ids"], encoded["attention_mask"], labels)

@@ -3,16 +3,17 @@ import pytest
 
 import lora_leak_lib as ll
 from lora_leak_lib.attacks import later_layers, search, span
+from lora_leak_lib.models import resolve
 
 TEXT = "the quiet garden keeps its secrets under the old stone wall"
 
 
 @pytest.fixture(scope="module")
 def case():
-    shared = ll.fl.capture_update([TEXT], [1], "minilm", rank=8, rounds=20)
-    tokenizer = ll.models.load_tokenizer("minilm")
+    shared = ll.fl.capture_update([TEXT], [1], resolve("minilm"), rank=8, rounds=20)
+    tokenizer = ll.models.resolve("minilm").tokenizer
     ids = tokenizer(TEXT)["input_ids"]
-    inputs = ll.attacks.public_inputs("minilm")
+    inputs = ll.attacks.public_inputs(resolve("minilm"))
     return shared, ids, inputs, ll.attacks.allowed_tokens(tokenizer)
 
 
@@ -37,7 +38,7 @@ def test_substitutes_rank_the_missing_token_first_when_the_others_are_right(case
     shared, ids, inputs, vocab = case
     basis = ll.attacks.input_span(ll.attacks.first_layer_rows(shared.update))
     wrong = list(ids)
-    wrong[4] = ll.models.load_tokenizer("minilm").convert_tokens_to_ids("banana")
+    wrong[4] = ll.models.resolve("minilm").tokenizer.convert_tokens_to_ids("banana")
     found = later_layers.substitutes(basis, inputs, wrong, vocab, count=8)
     assert set(found) == set(range(1, len(ids) - 1))
     assert found[4][0] == ids[4]
@@ -58,7 +59,7 @@ def test_deep_refine_repairs_a_swap_and_a_wrong_token(case):
     shared, ids, inputs, vocab = case
     broken = list(ids)
     broken[2], broken[6] = broken[6], broken[2]
-    broken[9] = ll.models.load_tokenizer("minilm").convert_tokens_to_ids("banana")
+    broken[9] = ll.models.resolve("minilm").tokenizer.convert_tokens_to_ids("banana")
     repaired, residual = later_layers.deep_refine(shared, inputs, broken, vocab)
     assert repaired == ids
     assert residual < span.CERTIFIED

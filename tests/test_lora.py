@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lora_leak_lib import gradients, lora, models
+from lora_leak_lib.models import resolve
 
 TOLERANCE = 1e-5
 
@@ -87,7 +88,7 @@ def test_bad_rank_is_one_clear_error(rank):
 def test_hand_written_layer_matches_peft_outputs_and_gradients():
     """Copy A and B of a real tiny-bert query projection under peft into LoRALinear: same y, same grads."""
     torch.manual_seed(0)
-    model = lora.apply_lora(models.load_model("tiny-bert", seed=0), rank=8).double()
+    model = lora.apply_lora(models.resolve("tiny-bert").load(seed=0), rank=8).double()
     peft_layer = gradients.find_lora_layer(model, "layer.0.attention.self.query")
     nn.init.normal_(peft_layer.lora_B["default"].weight, std=0.1)
     mine = lora.LoRALinear(copy.deepcopy(peft_layer.base_layer), 8, 16.0).double()
@@ -106,20 +107,20 @@ def test_hand_written_layer_matches_peft_outputs_and_gradients():
 
 
 def test_apply_lora_trains_only_adapters_and_head():
-    model = lora.apply_lora(models.load_model("tiny-bert", seed=0), rank=4)
+    model = lora.apply_lora(models.resolve("tiny-bert").load(seed=0), rank=4)
     names = gradients.trainable_names(model)
     assert len(names) == 2 * 2 * 2 + 2  # 2 layers × (query, value) × (A, B) + head weight and bias
     assert all("lora_" in n or "classifier" in n for n in names)
     query = gradients.find_lora_layer(model, "layer.1.attention.self.query")
     assert query.scaling["default"] == 2.0  # alpha defaults to 2·rank
     assert isinstance(query.lora_dropout["default"], nn.Identity)  # dropout 0 by default
-    frozen_head = lora.apply_lora(models.load_model("tiny-bert", seed=0), rank=4, train_head=False)
+    frozen_head = lora.apply_lora(models.resolve("tiny-bert").load(seed=0), rank=4, train_head=False)
     assert not any("classifier" in n for n in gradients.trainable_names(frozen_head))
 
 
 def test_parameter_budget_matches_a_real_peft_model():
-    budget = lora.parameter_budget("tiny-bert", rank=8)
-    model = models.load_model("tiny-bert", seed=0)
+    budget = lora.parameter_budget(resolve("tiny-bert"), rank=8)
+    model = models.resolve("tiny-bert").load(seed=0)
     assert budget.total == lora.count_parameters(model)
     assert budget.trainable == lora.count_parameters(lora.apply_lora(model, rank=8), trainable_only=True)
     head = 128 * 2 + 2
@@ -128,9 +129,9 @@ def test_parameter_budget_matches_a_real_peft_model():
 
 def test_parameter_budget_grows_linearly_with_rank_and_is_small_for_bert_base():
     head = 768 * 2 + 2
-    r8, r16 = (lora.parameter_budget("bert-base-uncased", rank=r) for r in (8, 16))
+    r8, r16 = (lora.parameter_budget(resolve("bert-base-uncased"), rank=r) for r in (8, 16))
     assert r8.total == r16.total == 109_483_778
     assert r16.trainable - head == 2 * (r8.trainable - head) == lora.lora_parameter_count(768, 12, 16)
     assert r8.percent < 0.3
-    without_head = lora.parameter_budget("bert-base-uncased", rank=8, train_head=False)
+    without_head = lora.parameter_budget(resolve("bert-base-uncased"), rank=8, train_head=False)
     assert without_head.trainable == r8.trainable - head

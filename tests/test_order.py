@@ -11,7 +11,7 @@ def prior():
 
 
 def ids(text):
-    return models.load_tokenizer("tiny-bert")(text)["input_ids"][1:-1]
+    return models.resolve("tiny-bert").tokenizer(text)["input_ids"][1:-1]
 
 
 def test_prior_is_built_from_shipped_text_not_the_benchmark():

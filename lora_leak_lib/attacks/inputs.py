@@ -4,7 +4,7 @@ For a LoRA module ``y = W x + s·B A x`` the gradient is ``dL/dA = s·Bᵀ G`` w
 every row of ``dL/dA`` is a combination of the inputs ``x_t``. In the first layer those inputs are
 ``x = LN(E[v] + P[p])`` (BERT adds the type-0 embedding to ``P``; GPT-2's LayerNorm is its first block's
 ``ln_1``), one per (token ``v``, position ``p``), which the server can compute for the whole vocabulary
-(``EmbeddingInputs``). The model family says where each table is (``models.input_tables``).
+(``EmbeddingInputs``). The model family says where each table is (``families.input_tables``).
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from functools import lru_cache
 
 import torch
 
-from .. import config, models
+from .. import config, families, models
 
 def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
     """The ``lora_A`` gradient rows of every module that reads ``layer``'s input (the attention projections:
     BERT's query/key/value, MPNet's q/k/v, GPT-2's c_attn), stacked (``m × d``, float64)."""
-    patterns = [family.layer_rows_pattern(layer) for family in models.FAMILIES.values()]
+    patterns = [family.layer_rows_pattern(layer) for family in families.FAMILIES.values()]
     rows = [t for name, t in update.items() if any(p.search(name) for p in patterns)]
     if not rows:
         raise ValueError(f"the update holds no lora_A of layer {layer}'s attention projections: the span attack "
@@ -77,9 +77,8 @@ class EmbeddingInputs:
     eps: float
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module) -> "EmbeddingInputs":
-        """Read the embedding tables and the first layer's LayerNorm of a (peft-wrapped) model of any family."""
-        tables = models.input_tables(model)
+    def from_tables(cls, tables: families.InputTables) -> "EmbeddingInputs":
+        """Centre the word and position tables of a model of any family (``families.input_tables``)."""
         words, positions, norm = tables.words.double(), tables.positions.double(), tables.norm
         return cls(words - words.mean(1, keepdim=True), positions - positions.mean(1, keepdim=True),
                    norm.weight.detach().double(), norm.bias.detach().double(), float(norm.eps))
@@ -113,14 +112,14 @@ class EmbeddingInputs:
         return torch.sqrt(torch.clamp(norm2 - proj2, min=0.0) / norm2).T
 
 
-def public_inputs(model_name: str, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
-    """The embedding tables of a registered model, on ``config.device()``: frozen, so the same in every round."""
-    return _public_inputs(model_name, model_seed, num_labels, str(config.device()))
+def public_inputs(model: models.PublicModel, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
+    """The first-layer inputs of the public model, on ``config.device()``: frozen, so the same in every round."""
+    return _public_inputs(model, model_seed, num_labels, str(config.device()))
 
 
 @lru_cache(maxsize=4)
-def _public_inputs(model_name: str, model_seed: int, num_labels: int, device: str) -> EmbeddingInputs:
-    return EmbeddingInputs.from_model(models.load_model(model_name, num_labels, seed=model_seed))
+def _public_inputs(model: models.PublicModel, model_seed: int, num_labels: int, device: str) -> EmbeddingInputs:
+    return EmbeddingInputs.from_tables(model.input_tables(num_labels, model_seed))
 
 
 def lora_a_is_zero(update: dict[str, torch.Tensor]) -> bool:

@@ -5,7 +5,8 @@ import time
 
 import torch
 
-from .. import models
+from .. import families
+from ..checks import check_int
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
 from .registry import register
 
@@ -13,7 +14,7 @@ from .registry import register
 def head_tensor(update: dict[str, torch.Tensor], attr: str = "bias") -> torch.Tensor | None:
     """The gradient (or delta) of the head's last linear layer's ``attr`` (``weight`` or ``bias``) in a shared
     update (BERT's ``classifier``, MPNet's ``classifier.out_proj``), or ``None`` when the head is not shared."""
-    for family in models.FAMILIES.values():
+    for family in families.FAMILIES.values():
         if family.head_linear is None:
             continue
         inside = family.head_linear[len(family.head):]
@@ -76,8 +77,7 @@ def infer_labels(update: dict[str, torch.Tensor], batch_size: int = 1, kind: str
     size 1, and counting a larger batch needs ``lr`` (pass ``lr · local_steps`` after several steps);
     without it the classes present are returned, the rest filled with the most negative class (a guess).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch size must be a positive integer, got {batch_size!r}.")
+    check_int(batch_size, "batch size")
     g = _bias_gradient(update, kind, lr)
     if batch_size == 1:
         return [int(torch.argmin(g))]

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import models
+from ..checks import check_int
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
 from .inputs import EmbeddingInputs, allowed_tokens, lora_a_is_zero, public_inputs
 from .layer_residual import DEFAULT_LAYERS, LayerResidual
@@ -138,8 +138,7 @@ class LaterLayers:
     name = "later-layers"
 
     def __init__(self, rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
-        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
-            raise ValueError(f"rounds counts the later-layer search's steps, 0 or more, got {rounds!r}.")
+        check_int(rounds, "rounds", 0, hint="it counts the later-layer search's steps")
         self.rounds, self.layers = rounds, tuple(layers)
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
@@ -153,8 +152,8 @@ class LaterLayers:
             result.attack = self.name
             return result
         start = time.perf_counter()
-        tokenizer = models.load_tokenizer(shared.setup.model_name)
-        inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
+        tokenizer = shared.setup.model.tokenizer
+        inputs = public_inputs(shared.setup.model, shared.setup.model_seed, shared.setup.num_labels)
         ids = [tokenizer.cls_token_id] + result.token_ids[0] + [tokenizer.sep_token_id]
         latest = next(u for u in knowledge.rounds_watched(shared) if not lora_a_is_zero(u.update))
         ids, residual = deep_refine(latest, inputs, ids, allowed_tokens(tokenizer), self.layers, self.rounds)
@@ -169,7 +168,7 @@ class LaterLayers:
         """A batch whose tokens per position the first layer certified: thread them into sentences by layer 1
         (``threading.thread_batch``); an uncertified batch keeps the word-order prior's threading."""
         start = time.perf_counter()
-        tokenizer = models.load_tokenizer(shared.setup.model_name)
+        tokenizer = shared.setup.model.tokenizer
         sentences, residual = thread_batch(shared, knowledge, result.token_ids, tokenizer.cls_token_id,
                                            tokenizer.sep_token_id)
         texts = [tokenizer.decode(s) for s in sentences]

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from .. import models
+from .. import families
 from .base import SharedUpdate
 from .inputs import first_layer_rows, input_span
 from .search import input_basis, projection_residuals
@@ -82,9 +82,9 @@ class LayerResidual:
 
 def _reader(model: torch.nn.Module, layer: int) -> torch.nn.Module:
     """The first module of ``layer`` that reads the layer's input (BERT's query, MPNet's q, GPT-2's c_attn)."""
-    kind = models.family_of(model)
+    kind = families.family_of(model)
     pattern = re.compile(rf"^{re.escape(kind.layer_prefix.format(layer))}(.*\.)?({'|'.join(kind.layer_inputs)})$")
-    for name, module in models.base_of(model).named_modules():
+    for name, module in families.base_of(model).named_modules():
         if pattern.match(name):
             return module
     raise ValueError(f"layer {layer} of this {kind.name} model has no attention projection to read.")

@@ -69,12 +69,13 @@ def zipf_unigram(vocab_size: int, counts: Counter, smoothing: float = 0.5, first
     return torch.log(smoothing * zipf + (1 - smoothing) * counted)
 
 
-def build_prior(texts: Sequence[str] | None = None, model_name: str = "tiny-bert", weight: float = 0.6) -> BigramPrior:
+def build_prior(texts: Sequence[str] | None = None, model: models.PublicModel = models.TINY_BERT,
+                weight: float = 0.6) -> BigramPrior:
     """Count bigrams of WordPiece tokens (with [CLS]/[SEP] around each sentence) over ``texts``."""
     texts = public_texts() if texts is None else list(texts)
     if not texts:
         raise ValueError("the prior needs at least one sentence of text to count.")
-    tokenizer = models.load_tokenizer(model_name)
+    tokenizer = model.tokenizer
     bigrams, contexts, unigrams = Counter(), Counter(), Counter()
     for text in texts:
         ids = tokenizer(text)["input_ids"]
@@ -88,9 +89,9 @@ def build_prior(texts: Sequence[str] | None = None, model_name: str = "tiny-bert
 
 
 @lru_cache(maxsize=4)
-def default_prior(model_name: str = "tiny-bert") -> BigramPrior:
+def default_prior(model: models.PublicModel = models.TINY_BERT) -> BigramPrior:
     """The prior from the text the course ships, in a model's token ids (built once per model)."""
-    return build_prior(model_name=model_name)
+    return build_prior(model=model)
 
 
 def assemble_batch(columns: Sequence[Sequence[int]], batch_size: int, prior: BigramPrior,

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import models
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
 from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, lora_a_is_zero,
                      public_inputs)
@@ -241,11 +240,11 @@ def _inputs_and_span(shared: SharedUpdate, knowledge: Knowledge,
                      tol: float) -> tuple[EmbeddingInputs, torch.Tensor]:
     """The public first-layer inputs and the span of every watched round's first-layer ``lora_A`` rows (the
     message's and ``knowledge.other_rounds``'), or one clear error when they do not fit."""
-    inputs = public_inputs(shared.setup.model_name, shared.setup.model_seed, shared.setup.num_labels)
+    inputs = public_inputs(shared.setup.model, shared.setup.model_seed, shared.setup.num_labels)
     rows = [first_layer_rows(u.update) for u in knowledge.rounds_watched(shared) if not lora_a_is_zero(u.update)]
     basis = input_span(torch.cat(rows) if rows else first_layer_rows(shared.update), tol)
     if basis.shape[1] != inputs.tokens.shape[1]:
-        raise ValueError(f"the update's first-layer rows have {basis.shape[1]} columns but {shared.setup.model_name}'s "
+        raise ValueError(f"the update's first-layer rows have {basis.shape[1]} columns but {shared.setup.model.name}'s "
                          f"inputs have {inputs.tokens.shape[1]}: attack it with the model the client trained.")
     return inputs, basis
 
@@ -279,7 +278,7 @@ def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortl
     start = time.perf_counter()
     if knowledge.sentences(shared) != 1:
         return batch_span_attack(shared, knowledge, shortlist, tol, callback)
-    tokenizer = models.load_tokenizer(shared.setup.model_name)
+    tokenizer = shared.setup.model.tokenizer
     inputs, basis = _inputs_and_span(shared, knowledge, tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     vocab = allowed_tokens(tokenizer)
@@ -308,7 +307,7 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     """
     start = time.perf_counter()
     size = knowledge.sentences(shared)
-    tokenizer = models.load_tokenizer(shared.setup.model_name)
+    tokenizer = shared.setup.model.tokenizer
     inputs, basis = _inputs_and_span(shared, knowledge, tol)
     special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     n = max(_lengths(knowledge, inputs, basis, special[1]))
@@ -320,7 +319,7 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     columns: list[list[int]] = [[] for _ in range(n)]
     for p, token in sorted(atoms):
         columns[p].append(token)
-    sentences = assemble_batch(columns[1:], size, default_prior(shared.setup.model_name), special[1])
+    sentences = assemble_batch(columns[1:], size, default_prior(shared.setup.model), special[1])
     residual = subspace_residual(basis, inputs.vectors([t for _, t in atoms], [p for p, _ in atoms]))
     texts = [tokenizer.decode(s) for s in sentences]
     progress = Progress(callback)
@@ -335,7 +334,7 @@ def labels_for(shared: SharedUpdate, knowledge: Knowledge) -> list[int]:
     (iDLG), else none (the tokens do not need them)."""
     if knowledge.labels is not None:
         return list(knowledge.labels)
-    if not shared.setup.train_head or models.family(shared.setup.model_name).head is None:
+    if not shared.setup.train_head or shared.setup.model.family.head is None:
         return []
     return infer_labels(shared.update, knowledge.sentences(shared), shared.kind)
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import config, models
+from .. import config, families
 from ..arrays import randn
 from .base import Knowledge, SharedUpdate
 from .distances import check_update, gradient_distance
@@ -53,7 +53,7 @@ class TextProblem:
     length: int
     fixed_labels: list[int] | None
     num_labels: int
-    family: models.Family
+    family: families.Family
     scales: list[float] | None = None
 
     @classmethod
@@ -73,8 +73,8 @@ class TextProblem:
         model = shared.public_model().eval()
         trainable = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
         check_update(shared.update, {n: p.shape for n, p in trainable.items()})
-        tokenizer = models.load_tokenizer(shared.setup.model_name)
-        word_name = next((n for n in trainable if n.endswith(embedding_name(models.family(shared.setup.model_name)))), None)
+        tokenizer = shared.setup.model.tokenizer
+        word_name = next((n for n in trainable if n.endswith(embedding_name(shared.setup.model.family))), None)
         device = config.device()
         specials = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=device)
         cls_sep = [tokenizer.cls_token_id, tokenizer.sep_token_id]
@@ -91,7 +91,7 @@ class TextProblem:
         if match_words:
             target.insert(0, shared.update[word_name].detach()[row_ids])
         size = knowledge.sentences(shared)
-        family = models.family(shared.setup.model_name)
+        family = shared.setup.model.family
         if family.is_decoder:
             labels = []
         elif learn_label:

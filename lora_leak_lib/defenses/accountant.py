@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from scipy import special
 
-from ..message import check_int
+from ..checks import check_int
 
 DEFAULT_ORDERS: tuple[float, ...] = tuple([1 + x / 10 for x in range(1, 100)] + list(range(12, 64)))
 """Rényi orders α searched for the tightest ε (the same grid as Opacus' RDP accountant)."""

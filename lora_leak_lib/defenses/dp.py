@@ -6,9 +6,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 from torch.func import functional_call, grad, vmap
 
-from .. import config, data, models, training
+from .. import config, data, families, training
 from ..arrays import randn
 
 Update = OrderedDict[str, torch.Tensor]
@@ -41,7 +42,7 @@ def per_sample_gradients(model: nn.Module, input_ids: torch.Tensor, attention_ma
     input_ids, attention_mask, labels = (torch.as_tensor(t, device=device) for t in (input_ids, attention_mask, labels))
     trainable = OrderedDict((n, p.detach()) for n, p in model.named_parameters() if p.requires_grad)
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    kind = models.family_of(model)
+    kind = families.family_of(model)
 
     def loss_one(params, ids, mask, label):
         out = functional_call(model, {**frozen, **params}, args=(),
@@ -95,7 +96,7 @@ def poisson_batch(n_examples: int, sample_rate: float, generator: torch.Generato
     return torch.nonzero(torch.rand(n_examples, generator=generator, device="cpu") < sample_rate).flatten().tolist()
 
 
-def dp_sgd_train(model: nn.Module, model_name: str, examples: Sequence[data.Example], steps: int, max_norm: float,
+def dp_sgd_train(model: nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[data.Example], steps: int, max_norm: float,
                  noise_multiplier: float, sample_rate: float = 1.0, lr: float = 1e-2, optimizer: str = "adam",
                  seed: int = 0) -> int:
     """Train ``model``'s trainable tensors with ``steps`` DP-SGD steps (SGD, or Adam, on the private gradients).
@@ -110,7 +111,6 @@ def dp_sgd_train(model: nn.Module, model_name: str, examples: Sequence[data.Exam
         raise ValueError("dp_sgd_train needs at least one private example to train on.")
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}: batch size / dataset size.")
-    tokenizer = models.load_tokenizer(model_name)
     params = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
     generator = torch.Generator().manual_seed(seed)
     expected = sample_rate * len(examples)
@@ -120,7 +120,7 @@ def dp_sgd_train(model: nn.Module, model_name: str, examples: Sequence[data.Exam
         noise_seed = config.derive_seed(seed, step)
         if not batch:
             return dp_noise_only(params, max_norm, noise_multiplier, expected, noise_seed), float("nan")
-        encoded = data.encode(tokenizer, [e.text for e in batch], models.max_tokens(model))
+        encoded = data.encode(tokenizer, [e.text for e in batch], families.max_tokens(model))
         return dp_gradient(model, encoded["input_ids"], encoded["attention_mask"],
                            torch.tensor([e.label for e in batch], device=encoded["input_ids"].device), max_norm,
                            noise_multiplier, expected,

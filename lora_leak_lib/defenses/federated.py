@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import config, data, fl, models
+from .. import config, data, families, fl
 from ..message import SharedUpdate
 from .accountant import epsilon
 from .dp import check_dp_knobs, dp_gradient, dp_noise_only, poisson_batch
@@ -61,7 +61,7 @@ class DPClient(fl.Client):
         if not batch:
             shapes = OrderedDict((n, p) for n, p in self.model.named_parameters() if p.requires_grad)
             return dp_noise_only(shapes, self.max_norm, self.noise_multiplier, expected, noise_seed), float("nan")
-        encoded = data.encode(self.tokenizer, [e.text for e in batch], models.max_tokens(self.model))
+        encoded = data.encode(self.tokenizer, [e.text for e in batch], families.max_tokens(self.model))
         return dp_gradient(self.model, encoded["input_ids"], encoded["attention_mask"],
                            torch.tensor([e.label for e in batch], device=encoded["input_ids"].device), self.max_norm, self.noise_multiplier,
                            expected, noise_seed), float("nan")

@@ -17,7 +17,8 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from .. import fl
-from ..message import SharedUpdate, check_int
+from ..checks import check_int
+from ..message import SharedUpdate
 from .federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient, UpdateDefence
 from .update import add_noise, clip_update, quantise, top_k
 

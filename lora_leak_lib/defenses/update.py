@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 
 from ..arrays import randn
-from ..message import check_int
+from ..checks import check_int
 
 Update = OrderedDict[str, torch.Tensor]
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .. import metrics, models
+from transformers import PreTrainedTokenizerBase
+
+from .. import metrics
+from ..checks import check_int
 from ..attacks import Attack, Knowledge, Reconstruction, SharedUpdate, get_attack
 
 DEFAULT_ROUNDS = 20
@@ -14,27 +17,25 @@ MAX_ROUNDS = 1000
 
 def check_rounds(rounds: object) -> int:
     """``rounds`` (training steps of the global adapter before the attacked round), or one clear error."""
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or not 0 <= rounds <= MAX_ROUNDS:
-        raise ValueError(f"rounds counts the adapter's training steps before the attacked round, 0 (the first "
-                         f"round, B = 0) to {MAX_ROUNDS}, got {rounds!r}: try {DEFAULT_ROUNDS}.")
-    return rounds
+    return check_int(rounds, "rounds", 0, MAX_ROUNDS, hint="it counts the adapter's training steps before the "
+                     f"attacked round (0: the first round, B = 0); try {DEFAULT_ROUNDS}")
 
 
-def reference_ids(texts: Sequence[str], model_name: str) -> list[list[int]]:
+def reference_ids(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """The token ids of each private sentence without special tokens: what a perfect attack returns."""
-    tokenizer = models.load_tokenizer(model_name)
     return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
 
-def longest(texts: Sequence[str], model_name: str) -> int:
+def longest(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> int:
     """The longest sentence's length in tokens without special tokens: what a strong attacker is told."""
-    return max(len(ids) for ids in reference_ids(texts, model_name))
+    return max(len(ids) for ids in reference_ids(texts, tokenizer))
 
 
-def score(references: Sequence[str], reconstruction: Reconstruction, model_name: str) -> list[dict]:
+def score(references: Sequence[str], reconstruction: Reconstruction,
+          tokenizer: PreTrainedTokenizerBase) -> list[dict]:
     """One row per private sentence: ROUGE and token accuracy against its Hungarian-matched reconstruction,
     with ``original``, ``reconstruction`` and ``seconds`` (the attack's time per sentence)."""
-    rows = metrics.score_batch(list(references), reconstruction.texts, reference_ids(references, model_name),
+    rows = metrics.score_batch(list(references), reconstruction.texts, reference_ids(references, tokenizer),
                                reconstruction.token_ids)
     for row in rows:
         row["seconds"] = reconstruction.seconds / len(references)
@@ -53,5 +54,5 @@ def attack_update(shared: SharedUpdate, references: Sequence[str], attack: str |
         raise ValueError("give the private sentences the update was computed on, to score the attack against.")
     method = get_attack(attack, **knobs) if isinstance(attack, str) else attack
     if knowledge is None:
-        knowledge = Knowledge(length=longest(references, shared.setup.model_name))
-    return score(references, method.reconstruct(shared, knowledge), shared.setup.model_name)
+        knowledge = Knowledge(length=longest(references, shared.setup.model.tokenizer))
+    return score(references, method.reconstruct(shared, knowledge), shared.setup.model.tokenizer)

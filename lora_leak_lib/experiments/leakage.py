@@ -14,7 +14,7 @@ from .multi_round import attack_texts
 class Setting:
     """One row of the leakage table: which model, sentence length, batch, rank, round, attack and parts shared."""
 
-    model: str
+    model: models.PublicModel
     tokens: int
     batch_size: int = 1
     rank: int = 8
@@ -24,14 +24,15 @@ class Setting:
 
     def label(self) -> str:
         head = "" if self.train_head else ", head frozen"
-        return (f"{self.model}, {self.tokens} tokens, batch {self.batch_size}, r={self.rank}, "
+        return (f"{self.model.name}, {self.tokens} tokens, batch {self.batch_size}, r={self.rank}, "
                 f"{'round 0' if self.rounds == 0 else f'{self.rounds} steps trained'}{head}")
 
 
 BENCHMARK = (
-    Setting("tiny-bert", 16), Setting("minilm", 16), Setting("minilm", 32), Setting("minilm", 64),
-    Setting("minilm", 16, batch_size=4), Setting("tiny-bert", 16, rounds=0),
-    Setting("mpnet-base", 16), Setting("mpnet-base", 32), Setting("mpnet-base", 64), Setting("tiny-gpt2", 16),
+    *(Setting(models.resolve(name), tokens, **changes) for name, tokens, changes in (
+        ("tiny-bert", 16, {}), ("minilm", 16, {}), ("minilm", 32, {}), ("minilm", 64, {}),
+        ("minilm", 16, dict(batch_size=4)), ("tiny-bert", 16, dict(rounds=0)), ("mpnet-base", 16, {}),
+        ("mpnet-base", 32, {}), ("mpnet-base", 64, {}), ("tiny-gpt2", 16, {}))),
 )
 """The settings of the leakage table's targets (LoRA r=8 on each family's query and value projections; GPT-2's
 fused c_attn): the first six are the CPU table's, then BERT-base scale (MPNet) and a decoder."""
@@ -46,7 +47,7 @@ def dlg_step_knobs(attack: str, dlg_steps: int) -> dict[str, int]:
 def run_setting(setting: Setting, examples: Sequence[data.Example], count: int, seed: int = 0,
                 dlg_steps: int = 200) -> dict:
     """Attack ``count`` sentences cut to ``setting.tokens`` tokens (in batches) and average the scores."""
-    tokenizer = models.load_tokenizer(setting.model)
+    tokenizer = setting.model.tokenizer
     chosen = data.truncate_to_tokens(tokenizer, list(examples), setting.tokens, count)
     rows: list[dict] = []
     for i in range(0, count - setting.batch_size + 1, setting.batch_size):
@@ -56,5 +57,5 @@ def run_setting(setting: Setting, examples: Sequence[data.Example], count: int, 
                              **dlg_step_knobs(setting.attack, dlg_steps))
     summary = metrics.summarize(rows)
     keys = ("token_accuracy", "rouge1", "rouge2", "rougeL", "exact_match", "seconds")
-    return {**asdict(setting), "sentences": len(rows),
+    return {**asdict(setting), "model": setting.model.name, "sentences": len(rows),
             **{k: summary[k]["mean"] for k in keys if k in summary}, "rows": rows}

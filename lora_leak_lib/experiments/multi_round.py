@@ -19,7 +19,8 @@ from .. import config, data, fl, malicious, models
 from ..attacks import Knowledge, get_attack
 from ..attacks.inputs import allowed_tokens, lora_a_is_zero
 from ..attacks.span import stacked_span
-from ..message import FederatedSetup, SharedUpdate, check_positive_int, check_protocol
+from ..checks import check_int, check_positive_int
+from ..message import FederatedSetup, SharedUpdate, check_protocol
 from .core import DEFAULT_ROUNDS, check_rounds, longest, score
 
 SERVERS = ("honest", "malicious")
@@ -58,7 +59,8 @@ class Watch:
         return f"R={self.observed_rounds}, {protocol}{drawn}{', malicious server' if self.server != 'honest' else ''}"
 
 
-def watched_messages(texts: Sequence[str], labels: Sequence[int], model_name: str = "tiny-bert", rank: int = 8,
+def watched_messages(texts: Sequence[str], labels: Sequence[int], model: models.PublicModel = models.TINY_BERT,
+                     rank: int = 8,
                      rounds: int = 20, watch: Watch = Watch(), seed: int = 0,
                      train_head: bool = True) -> tuple[list[SharedUpdate], list[list[str]]]:
     """The client's messages in rounds ``rounds .. rounds + R − 1`` and the sentences each one was computed on.
@@ -71,7 +73,7 @@ def watched_messages(texts: Sequence[str], labels: Sequence[int], model_name: st
     public = [e for e in data.course_sentences() if e.text not in texts]  # the other clients' data
     config.set_seed(seed)
     batch = watch.batch_size or len(texts)
-    setup = FederatedSetup(model_name, rank, None, (), train_head, 2, seed, watch.protocol,
+    setup = FederatedSetup(model, rank, None, (), train_head, 2, seed, watch.protocol,
                            watch.lr, watch.local_steps, watch.optimizer, batch)
     model = setup.build_model()
     states = fl.trained_adapters(setup, public, rounds, watch.observed_rounds, seed)
@@ -85,7 +87,8 @@ def watched_messages(texts: Sequence[str], labels: Sequence[int], model_name: st
     return messages, seen
 
 
-def attack_watched(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
+def attack_watched(texts: Sequence[str], labels: Sequence[int] | None = None,
+                   model: models.PublicModel = models.TINY_BERT,
                    rank: int = 8, rounds: int = 20, watch: Watch = Watch(), attack: str = "lora-best",
                    seed: int = 0, train_head: bool = True, know_length: bool = True, time_span_test: bool = False,
                    **knobs) -> list[dict]:
@@ -98,17 +101,17 @@ def attack_watched(texts: Sequence[str], labels: Sequence[int] | None = None, mo
     """
     method = get_attack(attack, **knobs)
     labels = list(labels) if labels is not None else [0] * len(texts)
-    messages, seen = watched_messages(texts, labels, model_name, rank, rounds, watch, seed, train_head)
+    messages, seen = watched_messages(texts, labels, model, rank, rounds, watch, seed, train_head)
     drawn = list(dict.fromkeys(t for s in seen for t in s))
     references = seen[0] if watch.batch_size is None else drawn
-    length = longest(references, model_name) if know_length else None
+    length = longest(references, model.tokenizer) if know_length else None
     knowledge = Knowledge(length=length, batch_size=len(references), other_rounds=tuple(messages[1:]))
     rebuilt = method.reconstruct(messages[0], knowledge)
     test_seconds = span_test_seconds(messages[0], knowledge) if time_span_test else None
-    rows = score(references, rebuilt, model_name)
-    tokenizer = models.load_tokenizer(model_name)
+    tokenizer = model.tokenizer
+    rows = score(references, rebuilt, tokenizer)
     for row in rows:
-        row.update(model=model_name, rank=rank, rounds=rounds, attack=attack, batch_size=messages[0].batch_size,
+        row.update(model=model.name, rank=rank, rounds=rounds, attack=attack, batch_size=messages[0].batch_size,
                    sentences=len(references), observed_rounds=watch.observed_rounds, protocol=watch.protocol,
                    local_steps=watch.local_steps, optimizer=watch.optimizer, server=watch.server,
                    resampled=watch.batch_size is not None, tokens=len(tokenizer.tokenize(row["original"])),
@@ -123,11 +126,12 @@ def span_test_seconds(shared: SharedUpdate, knowledge: Knowledge) -> float | Non
         return None
     start = time.perf_counter()
     inputs, basis = stacked_span(shared, knowledge)
-    inputs.span_distances(basis, knowledge.length + 2, allowed_tokens(models.load_tokenizer(shared.setup.model_name)))
+    inputs.span_distances(basis, knowledge.length + 2, allowed_tokens(shared.setup.model.tokenizer))
     return time.perf_counter() - start
 
 
-def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, model_name: str = "tiny-bert",
+def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None,
+                 model: models.PublicModel = models.TINY_BERT,
                  rank: int = 8, rounds: int = DEFAULT_ROUNDS, attack: str = "lora-best", seed: int = 0,
                  train_head: bool = True, know_length: bool = True, observed_rounds: int = 1,
                  server: str = "honest", **knobs) -> list[dict]:
@@ -141,14 +145,11 @@ def attack_texts(texts: Sequence[str], labels: Sequence[int] | None = None, mode
     (``Knowledge.other_rounds``). ``server="malicious"`` sends a crafted adapter (``malicious.craft_adapter``:
     a random ``B``, so even round 0 leaks). Other variants (FedAvg, batches drawn afresh): ``attack_watched``.
     """
-    models.check_model_name(model_name)
     check_rounds(rounds)
-    if not isinstance(observed_rounds, int) or isinstance(observed_rounds, bool) or observed_rounds < 1:
-        raise ValueError(f"observed_rounds counts the rounds the server watches this client, 1 or more, "
-                         f"got {observed_rounds!r}.")
+    check_int(observed_rounds, "observed_rounds", hint="it counts the rounds the server watches this client")
     check_rounds(rounds + observed_rounds - 1)
     watch = Watch(observed_rounds=observed_rounds, server=server)
-    rows = attack_watched(list(texts), labels, model_name, rank, rounds, watch, attack, seed, train_head,
+    rows = attack_watched(list(texts), labels, model, rank, rounds, watch, attack, seed, train_head,
                           know_length, **knobs)
     for row in rows:
         row["attack"] = attack

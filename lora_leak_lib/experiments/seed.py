@@ -71,17 +71,18 @@ def check_seed_attack(name: str) -> SeedAttack:
     return SEED_ATTACKS[name]
 
 
-def seed_sentences(model_name: str, examples: Sequence[data.Example], count: int,
+def seed_sentences(model: models.PublicModel, examples: Sequence[data.Example], count: int,
                    length: int = SEED_LENGTH) -> list[data.Example]:
-    """The first ``count`` sentences with at least ``length`` tokens of ``model_name``'s tokenizer, cut to it."""
-    return data.truncate_to_tokens(models.load_tokenizer(model_name), list(examples), length, count)
+    """The first ``count`` sentences with at least ``length`` tokens of ``model``'s tokenizer, cut to it."""
+    return data.truncate_to_tokens(model.tokenizer, list(examples), length, count)
 
 
-def seed_updates(model_name: str, sentences: Sequence[data.Example], rank: int = 8, rounds: int = DEFAULT_ROUNDS,
+def seed_updates(model: models.PublicModel, sentences: Sequence[data.Example], rank: int = 8,
+                 rounds: int = DEFAULT_ROUNDS,
                  seed: int = 0) -> list[SharedUpdate]:
     """One client's LoRA-only FedSGD update per sentence (batch 1, r on query and value, the adapter trained
     ``rounds`` steps first, as in the leakage table): the messages every row attacks."""
-    return [fl.capture_update([e.text], [e.label], model_name, rank, rounds=rounds, seed=seed) for e in sentences]
+    return [fl.capture_update([e.text], [e.label], model, rank, rounds=rounds, seed=seed) for e in sentences]
 
 
 def head_share(updates: Sequence[SharedUpdate]) -> float:
@@ -94,7 +95,7 @@ def head_share(updates: Sequence[SharedUpdate]) -> float:
     return sum(shares) / len(shares)
 
 
-def run_row(model_name: str, attack: str, sentences: Sequence[data.Example], updates: Sequence[SharedUpdate],
+def run_row(model: models.PublicModel, attack: str, sentences: Sequence[data.Example], updates: Sequence[SharedUpdate],
             steps: int = 100) -> dict:
     """Attack every update with one seed attack (told the sentence length) and average the scores.
 
@@ -112,15 +113,15 @@ def run_row(model_name: str, attack: str, sentences: Sequence[data.Example], upd
         rows.append(row)
     summary = metrics.summarize(rows)
     mean = {k: summary[k]["mean"] for k in ("token_accuracy", "rouge1", "rouge2", "seconds") if k in summary}
-    budget = lora.parameter_budget(model_name, updates[0].setup.rank)
-    return dict(model=model_name, parameters=budget.total, shared_parameters=budget.trainable, attack=attack,
+    budget = lora.parameter_budget(model, updates[0].setup.rank)
+    return dict(model=model.name, parameters=budget.total, shared_parameters=budget.trainable, attack=attack,
                 change=spec.change, steps=steps if spec.dlg else None, rank=updates[0].setup.rank,
                 sentences=len(rows), **mean, token_accuracy_std=summary["token_accuracy"]["std"],
                 head_share=head_share(updates),
-                published_token_accuracy=published_figure(model_name) if attack == "dlg-published" else None,
+                published_token_accuracy=published_figure(model) if attack == "dlg-published" else None,
                 rows=rows)
 
 
-def published_figure(model_name: str) -> float:
+def published_figure(model: models.PublicModel) -> float:
     """The published token accuracy of DLG for this model: BERT's for BERT-base and larger, else the small models'."""
-    return PUBLISHED["bert"] if lora.parameter_budget(model_name, 1).total >= 100_000_000 else PUBLISHED["small"]
+    return PUBLISHED["bert"] if lora.parameter_budget(model, 1).total >= 100_000_000 else PUBLISHED["small"]

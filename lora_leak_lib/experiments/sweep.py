@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import data, fl
+from .. import data, fl, models
 from ..attacks import Knowledge, Reconstruction, SharedUpdate, get_attack
 from ..defenses.federated import DefendedServer
 from ..defenses.registry import BASELINE, DEFENCES, DefenceSpec, check_defence
@@ -33,7 +33,7 @@ class Recipe:
     the clients' SGD step when a defence switches to FedAvg. "no-head" freezes the head (``train_head=False``).
     """
 
-    model_name: str = "tiny-bert"
+    model: models.PublicModel = models.TINY_BERT
     n_clients: int = 4
     rounds: int = 10
     batch_size: int = 16
@@ -77,7 +77,7 @@ class Defence:
         """Arguments of ``fl.run_federated`` for this defence on top of ``recipe``: FedSGD clients and a FedAdam
         server, with what the defence's registry entry changes (its overrides, its clients, a secure server)."""
         spec = self.spec
-        kwargs = dict(model_name=recipe.model_name, n_clients=recipe.n_clients, rounds=recipe.rounds,
+        kwargs = dict(model=recipe.model, n_clients=recipe.n_clients, rounds=recipe.rounds,
                       protocol="fedsgd", source=recipe.source, limit=recipe.limit, held_out=recipe.held_out,
                       rank=recipe.rank, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed, progress=False)
         kwargs.update(spec.overrides(self.value, recipe))
@@ -94,7 +94,7 @@ def strongest_attack(shared: SharedUpdate, knowledge: Knowledge) -> Reconstructi
 def victim_client(defence: Defence, recipe: Recipe, client_id: int, examples: Sequence[data.Example],
                   model, setup: fl.FederatedSetup, group: Sequence[int]) -> fl.Client:
     """A victim client that defends its message exactly as the trained clients did (batch = all its sentences)."""
-    setup = fl.FederatedSetup(**{**asdict(setup), "batch_size": max(1, len(examples))})
+    setup = replace(setup, batch_size=max(1, len(examples)))
     make = defence.spec.client(defence.value, recipe, list(group))
     return make(client_id, examples, model, setup, recipe.seed)
 
@@ -135,15 +135,15 @@ def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recip
         else:
             shared = defence.spec.attacked(server, ids, round + g)
         references = [e.text for v in victims for e in message_references(v)]
-        model_name = history.setup.model_name
+        tokenizer = history.setup.model.tokenizer
         # the attacker knows the longest sentence's length (the batch size is in the message's metadata)
-        knowledge = Knowledge(length=longest(references, model_name))
+        knowledge = Knowledge(length=longest(references, tokenizer))
         try:
             reconstruction = attack(shared, knowledge)
         except ValueError as error:
             return [], [], f"{type(error).__name__}: {error}", seconds
         seconds += reconstruction.seconds
-        scored = score(references, reconstruction, model_name)
+        scored = score(references, reconstruction, tokenizer)
         rows.extend(scored)
         examples.extend((row["original"], row["reconstruction"]) for row in scored)
     return rows, examples, None, seconds

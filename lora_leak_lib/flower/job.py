@@ -69,7 +69,7 @@ def serve(grid, context) -> None:
 
     def evaluate(arrays) -> tuple[float, float]:
         from_arrays(model, arrays)
-        loss, accuracy = fl.evaluate(model, job.evaluation, job.setup.model_name)
+        loss, accuracy = fl.evaluate(model, job.evaluation, job.setup.model.tokenizer)
         history.loss.append(loss)
         history.accuracy.append(accuracy)
         return loss, accuracy

@@ -15,14 +15,14 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .. import config, data, fl
+from .. import config, data, fl, models
 from .gate import require_flower
 from .history import FlowerHistory
 from .job import FlowerJob
 from .strategies import secagg_ranges
 
 
-def run_flower(model_name: str = "tiny-bert", n_clients: int = 3, rounds: int = 2, *,
+def run_flower(model: models.PublicModel = models.TINY_BERT, n_clients: int = 3, rounds: int = 2, *,
                source: str | Path | Sequence[data.Example] | None = None, limit: int | None = None,
                held_out: float = 0.25, rank: int = 8, alpha: float | None = None, lr: float = 3e-3,
                local_steps: int = 2, optimizer: str = "adam", batch_size: int = 8, seed: int = 0,
@@ -43,7 +43,7 @@ def run_flower(model_name: str = "tiny-bert", n_clients: int = 3, rounds: int = 
     require_flower()
     if secure_aggregation:
         clipping_range, quantization_range = secagg_ranges(n_clients, clipping_range, quantization_range)
-    setup = fl.FederatedSetup(model_name, rank, alpha, protocol="fedavg", lr=lr, local_steps=local_steps,
+    setup = fl.FederatedSetup(model, rank, alpha, protocol="fedavg", lr=lr, local_steps=local_steps,
                               optimizer=optimizer, batch_size=batch_size, model_seed=seed)
     shards, evaluation = fl.split_among_clients(fl.load_examples(source, limit, seed), n_clients, held_out, seed)
     from ray import cloudpickle
