@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import colab, config, data, experiments, gradients, lora, models, student_copies
+from . import config, data, experiments, gradients, lora, models
+from .course import colab, student_copies
 from .attacks import attack_names, check_attack_name, infer_labels
 from .fl import capture_update
 from .message import FederatedSetup
@@ -15,8 +16,9 @@ from .message import FederatedSetup
 
 def demo(args: argparse.Namespace) -> None:
     """One client, one private sentence, one FedSGD step with LoRA: what the server receives and rebuilds."""
-    setup = FederatedSetup(args.model, args.rank)  # model name, and rank against its hidden size
-    models.check_available(args.model)
+    model = models.resolve(args.model)  # the one place the demo reads a model name
+    setup = FederatedSetup(model, args.rank)  # rank against its hidden size
+    model.check_available()
     sentences = data.course_sentences()
     if not 0 <= args.index < len(sentences):
         raise ValueError(f"--index {args.index} is out of range: choose 0 to {len(sentences) - 1}.")
@@ -26,7 +28,7 @@ def demo(args: argparse.Namespace) -> None:
     print(f"A client fine-tunes {args.model} with LoRA (rank {args.rank} on {' and '.join(setup.targets)}) on one private")
     print(f"sentence and sends its gradient to the server (FedSGD, seed {args.seed}). The global adapter has")
     print(f"already trained {rounds} steps on other clients' sentences, so B ≠ 0.\n")
-    shared = capture_update([example.text], [example.label], args.model, rank=args.rank, rounds=rounds,
+    shared = capture_update([example.text], [example.label], model, rank=args.rank, rounds=rounds,
                             seed=args.seed)
     rows = gradients.describe_update(shared.update)
     width = max(len(gradients.short_name(r.name)) for r in rows)
@@ -38,7 +40,7 @@ def demo(args: argparse.Namespace) -> None:
     print(f"  {'total':<{width}}  {sent:,} numbers, {gradients.update_bytes(shared.update):,} bytes "
           f"= {100 * sent / total_model:.2f}% of the model's {total_model:,} parameters\n")
     print(f"private sentence : {example.text!r}")
-    if models.family(args.model).head is not None:  # a decoder's client has no label to read
+    if model.family.head is not None:  # a decoder's client has no label to read
         label = infer_labels(shared.update)[0]
         print(f"true label       : {data.LABELS[example.label]}")
         print(f"server reads     : label {data.LABELS[label]} from the sign of the head-bias gradient "
@@ -47,7 +49,7 @@ def demo(args: argparse.Namespace) -> None:
     print(f"server rebuilds  : {row['reconstruction']!r}")
     print(f"token accuracy   : {row['token_accuracy']:.1%} (ROUGE-1 {row['rouge1']:.1%}), attack lora-best told "
           f"the length, {row['seconds']:.1f} s")
-    first = capture_update([example.text], [example.label], args.model, rank=args.rank, rounds=0, seed=args.seed)
+    first = capture_update([example.text], [example.label], model, rank=args.rank, rounds=0, seed=args.seed)
     zero_a = all(float(t.abs().max()) == 0.0 for n, t in first.update.items() if "lora_A" in n)
     print(f"round 0 caveat   : in the first round B = 0, so every dL/dA = (alpha/r)·Bᵀ·G is zero ({zero_a} here) "
           "and the span attack has nothing to read; lora-best falls back to DLG (try `lora-leak attack --rounds 0`).")
@@ -77,12 +79,12 @@ def attack(args: argparse.Namespace) -> None:
 
     Every input is checked before the first attack runs, so a bad line stops the run at once.
     """
-    models.check_model_name(args.model)
+    model = models.resolve(args.model)
     if args.attack not in attack_names(lora_text=True):
         check_attack_name(args.attack)  # an unknown name: the registry's message
         raise ValueError(f"attack {args.attack!r} does not rebuild text from a LoRA update: choose one of "
                          f"{', '.join(attack_names(lora_text=True))}.")
-    FederatedSetup(args.model, args.rank)  # rank against the model's hidden size
+    FederatedSetup(model, args.rank)  # rank against the model's hidden size
     experiments.check_rounds(args.rounds)
     if args.observed_rounds < 1:
         raise ValueError(f"--observed-rounds counts the rounds the server watches, 1 or more, got {args.observed_rounds}.")
@@ -93,10 +95,9 @@ def attack(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch N (got {args.batch}) puts N consecutive lines of --file in one client update: "
                          "give N ≥ 1 and a --file.")
     texts = read_sentences(Path(args.file)) if args.file is not None else [args.text]
-    models.check_available(args.model)
+    model.check_available()
     config.setup(args.seed)
-    tokenizer = models.load_tokenizer(args.model)
-    limit = models.text_limit(args.model)
+    tokenizer, limit = model.tokenizer, model.text_limit
     checked = []
     for number, text in enumerate(texts, 1):
         where = f" (line {number} of {args.file})" if args.file is not None else ""
@@ -112,7 +113,7 @@ def attack(args: argparse.Namespace) -> None:
                          "every client update needs a full batch.")
     for start in range(0, len(checked), args.batch):
         batch = checked[start:start + args.batch]
-        for row in experiments.attack_texts(batch, [args.label] * len(batch), args.model, args.rank, args.rounds,
+        for row in experiments.attack_texts(batch, [args.label] * len(batch), model, args.rank, args.rounds,
                                             args.attack, args.seed, observed_rounds=args.observed_rounds,
                                             server=args.server):
             _print_row(row, args.json)
@@ -138,10 +139,10 @@ def _print_row(row: dict, as_json: bool) -> None:
 def bench(args: argparse.Namespace) -> None:
     """Run the leakage table on Rotten Tomatoes sentences and print it (and write JSON with ``--out``)."""
     if args.model is not None:
-        models.check_model_name(args.model)
-    settings = [s for s in experiments.BENCHMARK if args.model in (None, s.model)]
+        models.resolve(args.model)
+    settings = [s for s in experiments.BENCHMARK if args.model in (None, s.model.name)]
     if not settings:
-        used = sorted({s.model for s in experiments.BENCHMARK})
+        used = sorted({s.model.name for s in experiments.BENCHMARK})
         raise ValueError(f"no setting of the table uses {args.model!r}: choose one of {', '.join(used)}.")
     config.setup(args.seed)
     examples = data.rotten_tomatoes(args.data, seed=args.seed)
@@ -162,13 +163,14 @@ def list_models(args: argparse.Namespace) -> None:
     how to install."""
     print(f"{'model':<20} {'family':<7} {'task':<15} {'where':<8} {'parameters':>12}  install")
     for name, spec in models.MODELS.items():
-        count = lora.count_parameters(models.architecture(name))
+        count = lora.count_parameters(models.resolve(name).architecture())
         print(f"{name:<20} {spec.family:<7} {spec.kind.task:<15} {'offline' if spec.offline else 'hub':<8} "
               f"{count:>12,}  {spec.install}")
 
 
 def student(args: argparse.Namespace) -> int:
-    """Write the student copies of the notebooks (solutions removed), or with ``--check`` list the stale ones."""
+    """Write the student copies of the notebooks with nbgrader (answers and hidden tests removed, outputs cleared),
+    or with ``--check`` list the stale ones."""
     source = Path(args.source) if args.source else student_copies.NOTEBOOKS
     target = Path(args.target) if args.target else source / "student"
     if not source.is_dir():
@@ -190,8 +192,24 @@ def student(args: argparse.Namespace) -> int:
     return 0
 
 
+def grade(args: argparse.Namespace) -> int:
+    """Autograde filled-in student copies with nbgrader: points per checked exercise and the total."""
+    from .course import grading
+
+    source = Path(args.source) if args.source else student_copies.NOTEBOOKS
+    for notebook in args.notebooks:
+        print(grading.grade(notebook, source, timeout=args.timeout).table(), flush=True)
+    return 0
+
+
 def colab_cells(args: argparse.Namespace) -> int:
-    """Write every Colab badge and install cell from pyproject's URL, or with ``--check`` list those that differ."""
+    """Write every Colab badge and install cell from pyproject's URL, with ``--check`` list those that differ, or
+    with ``--bundle`` build the wheel a student uploads to Colab."""
+    if args.bundle:
+        wheel = colab.bundle(Path(args.out))
+        print(f"wrote {wheel}: upload it to Colab's Files pane (/content), or to MyDrive on Google Drive and mount "
+              "Drive; each notebook's install cell installs it (`pip install` it anywhere else).")
+        return 0
     if args.check:
         problems = colab.check()
         for problem in problems:
@@ -208,11 +226,19 @@ def colab_cells(args: argparse.Namespace) -> int:
 
 
 def book(args: argparse.Namespace) -> None:
-    """Run the chosen notebooks in quick mode and write the course book (pages, course map, glossary)."""
-    from . import book as course_book
+    """Write the course book (pages, course map, glossary) from the notebooks' committed outputs, running those
+    whose outputs are stale in quick mode."""
+    from .course import book as course_book
 
     pages = course_book.build(args.notebooks, args.out)
     print(f"wrote {len(pages)} pages to {args.out}: open {Path(args.out) / 'index.html'}")
+
+
+def execute(args: argparse.Namespace) -> None:
+    """Run solution notebooks in place and commit their cleaned outputs (all by default)."""
+    from .course import executed
+
+    executed.execute(executed.notebook_paths(args.notebook), args.mode)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,18 +279,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=bench)
     p = commands.add_parser("models", help="the models the course knows: offline or hub, size, install command")
     p.set_defaults(run=list_models)
-    p = commands.add_parser("student", help="write the student copies of the notebooks (solutions removed)")
+    p = commands.add_parser("student", help="write the student copies of the notebooks with nbgrader")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a student copy is stale")
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--target", default=None, help="where student copies go (default: SOURCE/student)")
     p.set_defaults(run=student)
+    p = commands.add_parser("grade", help="autograde filled-in student copies with nbgrader (points per exercise)")
+    p.add_argument("notebooks", nargs="+", help="student copies, named like the course notebook (NN_name.ipynb)")
+    p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
+    p.add_argument("--timeout", type=int, default=900, help="seconds a cell may run (default: 900)")
+    p.set_defaults(run=grade)
     p = commands.add_parser("colab", help="write every Colab badge and install cell from pyproject's Repository URL")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a badge or install cell differs")
+    p.add_argument("--bundle", action="store_true",
+                   help="write nothing but one wheel (the library and its data) for Colab, without a public repository")
+    p.add_argument("--out", default="dist", help="the folder --bundle writes the wheel into")
     p.set_defaults(run=colab_cells)
-    p = commands.add_parser("book", help="run notebooks (quick mode) into an HTML book with a course map and glossary")
+    p = commands.add_parser("book", help="the notebooks' outputs as an HTML book with a course map and glossary")
     p.add_argument("--notebooks", default=None, help="comma-separated numbers, e.g. 00,01 (default: all)")
     p.add_argument("--out", default="_book", help="the folder to write the book into")
     p.set_defaults(run=book)
+    p = commands.add_parser("execute", help="run solution notebooks in place and keep their cleaned outputs")
+    p.add_argument("notebook", nargs="*", help="numbers (01) or paths of solution notebooks (default: all)")
+    p.add_argument("--mode", choices=("quick", "full"), default=None,
+                   help="LORA_LEAK_MODE for the run (default: the library's choice, full on a GPU)")
+    p.set_defaults(run=execute)
     return parser
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 import unicodedata
 from dataclasses import dataclass
@@ -12,7 +13,13 @@ from transformers import PreTrainedTokenizerBase
 
 from . import config
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+PACKAGED_DATA = Path(__file__).resolve().parent / "_data"
+"""Where an installed wheel keeps the course's data files (pyproject.toml maps the repository's ``data/`` there)."""
+DATA_DIR = PACKAGED_DATA if PACKAGED_DATA.is_dir() else Path(__file__).resolve().parent.parent / "data"
+"""The course's data files: inside the installed package, or the clone's ``data/`` (an editable install)."""
+PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
+RESULTS_DIR = PACKAGED_RESULTS if PACKAGED_RESULTS.is_dir() else Path(__file__).resolve().parent.parent / "benchmarks/results"
+"""The benchmarks' recorded results: inside the installed package, or the clone's ``benchmarks/results``."""
 COURSE_SENTENCES = DATA_DIR / "course_sentences.tsv"
 LABELS = ("negative", "positive")
 
@@ -29,10 +36,20 @@ def course_sentences() -> list[Example]:
     """The ~50 private messages written for this course (health, money, passwords, addresses)."""
     if not COURSE_SENTENCES.exists():
         raise ValueError(
-            f"{COURSE_SENTENCES} is missing: install the course from its repository (`pip install -e .`)."
+            f"{COURSE_SENTENCES} is missing: reinstall the course (`pip install -e .` in a clone, or the wheel "
+            "`lora-leak colab --bundle` writes)."
         )
     with COURSE_SENTENCES.open(newline="") as handle:
         return [Example(row["text"], int(row["label"])) for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def recorded(name: str) -> dict:
+    """The results a benchmark recorded (``benchmarks/results/NAME``), which notebooks plot beside their live runs."""
+    path = RESULTS_DIR / name
+    if not path.is_file():
+        raise ValueError(f"no recorded results {name!r} in {RESULTS_DIR}: run the benchmark that writes it "
+                         "(benchmarks/), or reinstall the course.")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def rotten_tomatoes(path: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Example]:

@@ -1,9 +1,10 @@
-"""The course book: notebooks 00 and 01 run into pages with their figures, a course map and a glossary."""
+"""The course book: notebooks 00 and 01 as pages with their figures, a course map and a glossary; its workflow."""
 import re
 
 import pytest
 
-from lora_leak_lib import book, cli
+from lora_leak_lib import cli
+from lora_leak_lib.course import book, executed
 
 pytest.importorskip("nbclient")
 COURSE = book.chapters()
@@ -32,7 +33,7 @@ def test_every_page_holds_its_figures_and_links_the_book(site):
         assert len(re.findall(r'<img[^>]+src="data:image/png;base64,[A-Za-z0-9+/]{100}', text)) >= 1, chapter.name
         assert 'href="index.html"' in text and 'href="glossary.html"' in text
         assert f"Time (quick mode, 2-core CPU): {chapter.time}" in text
-        assert "mode=quick" in text  # ll.setup()'s output: the notebook ran, in quick mode
+        assert re.search(r"mode=(quick|full)", text)  # ll.setup()'s output: the page shows a run
     assert 'href="00_course_overview.html">00 · Course overview</a>' in (out / COURSE[1].page).read_text()
 
 
@@ -61,7 +62,7 @@ def test_numbers_may_drop_the_leading_zero_and_come_in_any_order():
 
 
 def test_an_unwritable_out_dir_is_one_line_before_any_notebook_runs(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(book, "execute", lambda path: pytest.fail("a notebook ran before the checks"))
+    monkeypatch.setattr(book, "load", lambda path: pytest.fail("a notebook was read before the checks"))
     afile = tmp_path / "afile"
     afile.write_text("")
     for out, words in ((afile, "is a file"), (afile / "inside", "cannot write the book to")):
@@ -72,11 +73,50 @@ def test_an_unwritable_out_dir_is_one_line_before_any_notebook_runs(tmp_path, ca
     assert "no notebook '99'" in capsys.readouterr().err
 
 
-def test_a_failing_notebook_is_one_line_naming_it(tmp_path):
+def stamped(text):
+    """A notebook as ``lora-leak execute`` commits it: one cell that printed ``text``."""
     import nbformat
 
-    path = tmp_path / "99_broken.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('raise RuntimeError("boom")')]), path)
-    with pytest.raises(ValueError, match=r"^99_broken.ipynb failed \(RuntimeError: boom\): run it in Jupyter") as error:
-        book.execute(path)
-    assert "\n" not in str(error.value)
+    cell = nbformat.v4.new_code_cell("print(1)", execution_count=1,
+                                     outputs=[nbformat.v4.new_output("stream", name="stdout", text=text)])
+    return executed.clean(nbformat.v4.new_notebook(cells=[cell]), "full")
+
+
+def test_the_book_shows_current_outputs_and_runs_only_stale_notebooks(tmp_path, monkeypatch, capsys):
+    import nbformat
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(stamped("committed output"), notebooks / f"{COURSE[0].name}.ipynb")
+    stale = stamped("old output")
+    stale.cells[0].source = "print(2)"  # edited after its run
+    nbformat.write(stale, notebooks / f"{COURSE[1].name}.ipynb")
+    ran = []
+    monkeypatch.setattr(executed, "run", lambda path, mode: ran.append((path.name, mode)) or stamped("fresh output"))
+    book.build("00,01", tmp_path / "out", notebooks)
+    assert ran == [(f"{COURSE[1].name}.ipynb", "quick")]
+    assert "running 01 in quick mode" in capsys.readouterr().err
+    assert "committed output" in (tmp_path / "out" / COURSE[0].page).read_text()
+    page = (tmp_path / "out" / COURSE[1].page).read_text()
+    assert "fresh output" in page and "old output" not in page
+
+
+def test_the_workflow_tests_then_publishes_the_book_once_enabled():
+    yaml = pytest.importorskip("yaml")
+    workflows = sorted((book.ROOT / ".github" / "workflows").glob("*.yml"))
+    assert workflows
+    for path in workflows:
+        flow = yaml.safe_load(path.read_text())
+        assert flow.get("on", flow.get(True)), f"{path.name}: no trigger"  # PyYAML reads the key `on` as True
+        for name, job in flow["jobs"].items():
+            assert job["runs-on"] and (job.get("steps") or job.get("uses")), f"{path.name}: job {name}"
+    flow = yaml.safe_load((book.ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    assert "push" in flow[True]
+    test, deploy = flow["jobs"]["test"], flow["jobs"]["pages"]
+    runs = [step.get("run", "") for step in test["steps"]]
+    assert "bash .ci/run" in runs and any(r.startswith("lora-leak book") for r in runs)
+    upload = next(s for s in test["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_book" and "vars.PUBLISH_BOOK" in upload["if"]
+    assert deploy["needs"] == "test" and "vars.PUBLISH_BOOK" in deploy["if"]
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in deploy["steps"])

@@ -10,7 +10,7 @@ RT_POLARITY = Path(__file__).resolve().parent.parent.parent / "shared" / "data" 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return models.load_tokenizer("tiny-bert")
+    return models.resolve("tiny-bert").tokenizer
 
 
 def test_course_sentences_are_about_fifty_labelled_private_messages(tokenizer):
@@ -24,6 +24,11 @@ def test_course_sentences_are_about_fifty_labelled_private_messages(tokenizer):
     assert len({e.text for e in sentences}) == len(sentences)
     text = " ".join(e.text for e in sentences)
     assert all(word in text for word in ("password", "doctor", "bank", "street"))
+
+
+def test_a_clone_reads_its_own_data_folder():
+    """A wheel reads lora_leak_lib/_data instead (tests/test_packaging.py)."""
+    assert data.DATA_DIR == Path(__file__).resolve().parent.parent / "data"
 
 
 def test_missing_course_file_is_one_clear_error(monkeypatch, tmp_path):
@@ -88,3 +93,11 @@ def test_the_shared_rotten_tomatoes_copy_has_no_garbled_sentence():
     texts = [e.text for e in data.rotten_tomatoes(folder)]
     assert len(texts) == 10662 and not any("Ã" in t or "â\x80" in t for t in texts)
     assert any("ladrón de orquídeas" in t for t in texts)
+
+
+def test_recorded_results_load_and_a_missing_one_is_one_line():
+    rows = data.recorded("lora_leakage.json")["rows"]
+    assert rows and {"token_accuracy", "model"} <= set(rows[0])
+    with pytest.raises(ValueError, match="no recorded results 'nope.json'.*run the benchmark") as error:
+        data.recorded("nope.json")
+    assert "\n" not in str(error.value)

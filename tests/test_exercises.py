@@ -1,9 +1,10 @@
-"""Checkers give the right verdict and a specific hint; student copies are generated and current."""
+"""Checkers give the right verdict and a specific hint without the answer; nbgrader's student copies are current."""
 import nbformat
 import pytest
 import torch
 
-from lora_leak_lib import exercises, student_copies
+from lora_leak_lib import exercises
+from lora_leak_lib.course import student_copies
 
 
 @pytest.fixture
@@ -34,18 +35,19 @@ def test_dL_dA_right_and_wrong(lora_case):
     assert "wrong values" in exercises.check_lora_gradient_A(torch.randn(4, 8), **args).message
 
 
-def test_strip_solutions_keeps_indent_and_rejects_unbalanced():
-    source = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"
-    assert student_copies.strip_solutions(source) == "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError\n"
-    with pytest.raises(ValueError, match="unbalanced"):
-        student_copies.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+def _answer_cell(source):
+    """A code cell marked as an nbgrader answer cell."""
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": False, "grade_id": "answer", "locked": False, "schema_version": 3,
+                                 "solution": True, "task": False}
+    return cell
 
 
 def test_student_copies_written_and_staleness_detected(tmp_path):
     source, target = tmp_path / "nb", tmp_path / "student"
     source.mkdir()
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("answer = None\n### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION\n")])
+    notebook = nbformat.v4.new_notebook(cells=[_answer_cell("answer = None\n### BEGIN SOLUTION\nanswer = 42\n"
+                                                            "### END SOLUTION\n")])
     nbformat.write(notebook, source / "01_x.ipynb")
     assert student_copies.stale_student_notebooks(source, target) == ["01_x.ipynb"]
     student_copies.write_student_notebooks(source, target)
@@ -175,8 +177,7 @@ def test_cli_student_writes_copies_and_check_reports_stale(tmp_path, capsys):
 
     source = tmp_path / "nb"
     source.mkdir()
-    cell = nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n")
-    notebook = nbformat.v4.new_notebook(cells=[cell])
+    notebook = nbformat.v4.new_notebook(cells=[_answer_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n")])
     nbformat.write(notebook, source / "01_x.ipynb")
     folders = ["--source", str(source), "--target", str(tmp_path / "student")]
     assert cli.main(["student", "--check", *folders]) == 1
@@ -187,17 +188,6 @@ def test_cli_student_writes_copies_and_check_reports_stale(tmp_path, capsys):
     assert cli.main(["student", "--check", *folders]) == 0
     assert cli.main(["student", "--source", str(tmp_path / "nowhere")]) == 2
     assert "no notebook folder" in capsys.readouterr().err
-
-
-def test_every_solution_block_is_followed_by_an_assert():
-    """nbval proves a solution only if its cell asserts something about it after the block (best: ``feedback.ok``)."""
-    unchecked = []
-    for path in sorted(student_copies.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
-        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
-            if cell.cell_type == "code" and student_copies.SOLUTION_BEGIN in cell.source:
-                if "assert " not in cell.source.rsplit(student_copies.SOLUTION_END, 1)[-1]:
-                    unchecked.append(f"{path.name} cell {index}")
-    assert unchecked == [], f"solution blocks with no assert after them: {unchecked}"
 
 
 @pytest.fixture
@@ -336,3 +326,22 @@ def test_an_answer_made_on_the_cpu_is_checked_against_values_on_the_device(devic
     assert exercises.check_tensor("x", torch.ones(2, 3), expected["a"]).ok
     assert exercises.check_state("update", {"a": torch.ones(2, 3), "b": torch.zeros(3)}, expected).ok
     assert not exercises.check_state("update", {"a": -torch.ones(2, 3), "b": torch.zeros(3)}, expected).ok
+
+
+def test_a_wrong_answer_gets_a_hint_not_the_answer():
+    from lora_leak_lib.defenses import epsilon
+
+    candidates, steps = [0.5, 1.0, 2.0, 4.0, 8.0], 100
+    target = (epsilon(2.0, 1.0, steps)[0] + epsilon(4.0, 1.0, steps)[0]) / 2   # σ = 4 is the answer
+    for wrong in (2.0, 8.0, 3.0):
+        message = exercises.check_noise_multiplier(wrong, candidates, target, 1.0, steps).message
+        assert "σ = 4" not in message, message
+    bias = torch.tensor([0.2, 0.3, -0.9, 0.4])   # class 2
+    for wrong in (3, 0, 7, "positive", 1.5):
+        feedback = exercises.check_label_from_bias(wrong, bias)
+        assert not feedback.ok and "class 2" not in feedback.message and str(feedback).startswith("❌ not yet: ")
+    positions = torch.zeros(8, 5)
+    positions[:6] = 1.0   # [CLS], 4 tokens, [SEP]
+    for wrong in (6, 3, 5, 2):
+        message = exercises.check_sequence_length(wrong, positions, distinct_tokens=3).message
+        assert "4" not in message.replace(str(wrong), ""), message

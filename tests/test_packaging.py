@@ -1,8 +1,14 @@
-"""environment.yml and pyproject.toml describe the same environment, and the console script exists."""
+"""environment.yml and pyproject.toml describe the same environment, the console script exists, and the wheel
+(`lora-leak colab --bundle`) carries the library and its data into a fresh virtual environment."""
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from lora_leak_lib import cli
 
 try:
     import tomllib
@@ -71,3 +77,44 @@ def test_console_script_and_notebook_tests_are_configured():
     assert config["project"]["scripts"]["lora-leak"] == "lora_leak_lib.cli:main"
     assert "--nbval-lax" in config["tool"]["pytest"]["ini_options"]["addopts"]
     assert "notebooks" in config["tool"]["pytest"]["ini_options"]["testpaths"]
+
+
+def test_pyproject_names_every_package_of_the_library_and_maps_data_into_it():
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lora_leak_lib").rglob("__init__.py")}
+    assert set(tool["packages"]) == folders | {"lora_leak_lib._data", "lora_leak_lib._results"}
+    assert tool["package-dir"] == {"lora_leak_lib._data": "data", "lora_leak_lib._results": "benchmarks/results"}
+    assert {p.name for p in (ROOT / "data").iterdir()} >= {"course_sentences.tsv", "public_text.txt"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """The wheel `lora-leak colab --bundle` writes."""
+    out = tmp_path_factory.mktemp("dist")
+    assert cli.main(["colab", "--bundle", "--out", str(out)]) == 0
+    (wheel,) = out.glob("lora_leak-*.whl")
+    return wheel
+
+
+def test_the_bundle_holds_every_module_and_the_course_data(bundle):
+    names = set(zipfile.ZipFile(bundle).namelist())
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lora_leak_lib").rglob("*.py")}
+    assert modules <= names
+    assert {f"lora_leak_lib/_data/{p.name}" for p in (ROOT / "data").iterdir()} <= names
+    assert {f"lora_leak_lib/_results/{p.name}" for p in (ROOT / "benchmarks/results").glob("*.json")} <= names
+
+
+def test_the_bundle_installs_in_a_fresh_venv_and_the_demo_runs_there(bundle, tmp_path):
+    """No clone: the venv sees the machine's torch and transformers (nothing to download), but lora_leak_lib comes
+    from the wheel, run from a folder outside the repository."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python, elsewhere = venv / "bin" / "python", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    subprocess.run([python, "-m", "pip", "install", "-q", str(bundle)], check=True, cwd=elsewhere)
+    read = "import lora_leak_lib.data as d; print(d.DATA_DIR, len(d.course_sentences()))"
+    found = subprocess.run([python, "-c", read], cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
+    assert Path(found[0]).is_relative_to(venv) and Path(found[0]).name == "_data" and int(found[1]) >= 45
+    demo = subprocess.run([venv / "bin" / "lora-leak", "demo"], cwd=elsewhere, capture_output=True, text=True)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert "server rebuilds" in demo.stdout

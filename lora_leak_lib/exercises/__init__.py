@@ -1,5 +1,6 @@
-"""Exercises: checkers that give a learner specific feedback on an answer, one module per part of the course
-(the student copies of the notebooks are made by ``student_copies``)."""
+"""Exercises: checkers that give a learner specific feedback on an answer without giving the answer away, one module
+per part of the course. They run in the visible check cells; the points come from nbgrader's hidden tests (the
+student copies are made by ``student_copies``, graded by ``grading``)."""
 from .defences import check_defence_choice, check_noise_multiplier
 from .federated import (check_gradient_from_delta, check_lora_gradient_A, check_lora_gradient_B, check_rank_bound,
                         check_update_bytes, check_weighted_mean)

@@ -54,7 +54,7 @@ def check_noise_multiplier(yours: object, candidates: Sequence[float], target_ep
         return Feedback(False, f"σ = {sigma:g} spends ε = {spent[sigma]:.3g} in {steps} steps, above "
                                f"{target_epsilon:g}: more noise is needed (ε grows with the steps).")
     if sigma != good[0]:
-        return Feedback(False, f"σ = {sigma:g} meets the target (ε = {spent[sigma]:.3g}), but σ = {good[0]:g} does "
-                               f"too (ε = {spent[good[0]]:.3g}) with less noise, so more utility.")
+        return Feedback(False, f"σ = {sigma:g} meets the target (ε = {spent[sigma]:.3g}), but a smaller candidate "
+                               "meets it too, with less noise, so more utility: compute ε for each of them.")
     return Feedback(True, f"σ = {sigma:g} is the least noise that keeps ε = {spent[sigma]:.3g} ≤ {target_epsilon:g} "
                           f"after {steps} steps.")

@@ -11,13 +11,15 @@ import torch
 
 @dataclass(frozen=True)
 class Feedback:
-    """A checker's verdict: ``ok`` and one sentence for the learner."""
+    """A checker's verdict: ``ok`` and one sentence for the learner. A wrong answer's message says what went wrong
+    (a shape, a missing factor, a known mistake), never the expected answer: the hidden tests that give the points
+    compare with it."""
 
     ok: bool
     message: str
 
     def __str__(self) -> str:
-        return ("✅ " if self.ok else "❌ ") + self.message
+        return ("✅ " if self.ok else "❌ not yet: ") + self.message
 
     def _repr_markdown_(self) -> str:
         return str(self)

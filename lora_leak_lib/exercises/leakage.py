@@ -109,8 +109,7 @@ def check_sequence_length(yours: object, position_gradient: torch.Tensor, distin
     if length == truth:
         return Feedback(True, f"the length is right: {truth} tokens.")
     if length == truth + special_tokens:
-        return Feedback(False, f"{length} counts [CLS] and [SEP] too: the sentence itself has {special_tokens} "
-                               "positions fewer.")
+        return Feedback(False, f"{length} counts [CLS] and [SEP] too: leave the special tokens out.")
     if distinct_tokens is not None and length == distinct_tokens:
         return Feedback(False, "that is the number of distinct tokens: a repeated word has one row in dL/dE but "
                                "one position each time it occurs, so count the non-zero position rows.")

@@ -1,18 +1,20 @@
-"""The course book: run the chosen notebooks in quick mode and write a static HTML site of them, a course map
-and a glossary (plain ``nbconvert`` pages: no site generator to install, works offline)."""
+"""The course book: a static HTML site of the chosen notebooks, from their committed outputs when those are
+current (else run in quick mode), with a course map and a glossary (plain ``nbconvert`` pages: no site generator
+to install, works offline)."""
 from __future__ import annotations
 
 import html
 import importlib.util
-import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from tqdm.auto import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT, executed
+
 NOTEBOOK_ROW = re.compile(r"^\| \[`((\d\d)_\w+)`\]\(notebooks/\1\.ipynb\) (.+?) \| (.+?) \| (.+?) \|", re.M)
 """A row of the README's notebook table: name, number, title, what you learn, quick-mode time."""
 
@@ -131,20 +133,12 @@ def check_out(out: Path) -> Path:
     return out
 
 
-def execute(path: Path) -> "nbformat.NotebookNode":
-    """The notebook at ``path`` run top to bottom in quick mode in its own folder, outputs kept."""
+def load(path: Path) -> "nbformat.NotebookNode | None":
+    """The notebook at ``path`` with its committed outputs, or ``None`` when they are missing or stale."""
     import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    try:
-        client.execute(env={**os.environ, "LORA_LEAK_MODE": "quick"})
-    except CellExecutionError as error:
-        reason = (str(error.evalue).splitlines() or [""])[0]
-        raise ValueError(f"{path.name} failed ({error.ename}: {reason}): run it in Jupyter to see where.") from error
-    return notebook
+    return notebook if executed.is_current(notebook) else None
 
 
 def _inline(markdown: str) -> str:
@@ -216,8 +210,9 @@ def chapter_page(notebook: "nbformat.NotebookNode", chapter: Chapter, course: Se
 
 def build(numbers: str | Sequence[str] | None = None, out: Path | str = "_book",
           notebooks: Path = ROOT / "notebooks", readme: Path = ROOT / "README.md") -> list[Path]:
-    """Run the chosen notebooks (quick mode) and write the book into ``out``: one page each, ``index.html``
-    (the course map) and ``glossary.html``. Returns the pages written. Every input is checked first."""
+    """Write the book of the chosen notebooks into ``out``: one page each, ``index.html`` (the course map) and
+    ``glossary.html``. A notebook whose committed outputs are stale is run in quick mode first. Returns the pages
+    written. Every input is checked first."""
     if importlib.util.find_spec("nbclient") is None or importlib.util.find_spec("nbconvert") is None:
         raise ValueError('the book needs nbconvert and nbclient: pip install -e ".[book]".')
     course = chapters(readme)
@@ -227,11 +222,17 @@ def build(numbers: str | Sequence[str] | None = None, out: Path | str = "_book",
         raise ValueError(f"no notebook {missing[0]}.ipynb in {notebooks}: build from a clone of the course.")
     out = check_out(Path(out))
     built = {c.number for c in chosen}
+    ready = {c.number: load(notebooks / f"{c.name}.ipynb") for c in chosen}
+    stale = [c for c in chosen if ready[c.number] is None]
+    if stale:
+        print(f"running {', '.join(c.number for c in stale)} in quick mode: their committed outputs are missing or "
+              "stale (`lora-leak execute` commits fresh ones).", file=sys.stderr)
+    for chapter in tqdm(stale, desc="running notebooks", unit="notebook", disable=not stale):
+        ready[chapter.number] = executed.clean(executed.run(notebooks / f"{chapter.name}.ipynb", "quick"), "quick")
     pages = []
-    for chapter in tqdm(chosen, desc="running notebooks", unit="notebook"):
+    for chapter in chosen:
         page = out / chapter.page
-        page.write_text(chapter_page(execute(notebooks / f"{chapter.name}.ipynb"), chapter, course, built),
-                        encoding="utf-8")
+        page.write_text(chapter_page(ready[chapter.number], chapter, course, built), encoding="utf-8")
         pages.append(page)
     for name, text in (("index.html", index_page(course, built)), ("glossary.html", glossary_page(course, built))):
         (out / name).write_text(text, encoding="utf-8")

