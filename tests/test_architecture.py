@@ -193,3 +193,13 @@ def test_no_function_below_the_front_ends_takes_a_model_name():
     offenders = {str(path.relative_to(ROOT)): found for path in sorted(ROOT.rglob("*.py"))
                  if path.stem not in FRONT_ENDS and (found := name_readers(path.read_text(encoding="utf-8")))}
     assert not offenders, offenders
+
+
+def test_importing_the_library_loads_neither_the_integration_nor_the_course_tooling():
+    import subprocess
+    import sys
+
+    code = "import sys, lora_leak_lib; print(sorted(m for m in sys.modules if m.startswith(('lora_leak_lib.flower', " \
+           "'lora_leak_lib.course', 'flwr'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", loaded

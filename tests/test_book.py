@@ -21,7 +21,7 @@ def test_the_course_map_comes_from_the_readme_table():
     assert COURSE[1].name == "01_lora_math" and COURSE[1].time == "13 s" and "dL/dA" in COURSE[1].teaches
     assert set(book.PREREQUISITES) == {c.number for c in COURSE}
     assert all(p < c for c, needs in book.PREREQUISITES.items() for p in needs)  # only earlier notebooks
-    assert {where for _, _, where in book.GLOSSARY} <= {c.number for c in COURSE}
+    assert {where for _, _, where in book.glossary()} <= {c.number for c in COURSE}
 
 
 def test_every_page_holds_its_figures_and_links_the_book(site):

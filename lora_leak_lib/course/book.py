@@ -3,6 +3,7 @@ current (else run in quick mode), with a course map and a glossary (plain ``nbco
 to install, works offline)."""
 from __future__ import annotations
 
+import csv
 import html
 import importlib.util
 import re
@@ -24,59 +25,14 @@ PREREQUISITES = {
 }
 """The notebooks each one builds on (besides Python, PyTorch and a first course in linear algebra)."""
 
-GLOSSARY = (  # (term, definition, the notebook that teaches it)
-    ("Federated learning", "Clients train a shared model on data that stays on their devices and send only "
-     "updates to a server, which aggregates them into the next global model.", "00"),
-    ("Honest-but-curious server", "The course's threat model: the server follows the protocol (it aggregates "
-     "and trains correctly) but studies every message it receives to learn the clients' data.", "00"),
-    ("Update", "What one client sends in one round: a gradient (FedSGD) or a weight change (FedAvg), here only "
-     "the LoRA adapters and the classifier head.", "00"),
-    ("LoRA", "Low-rank adaptation: a frozen weight W is fine-tuned as W' = W + (alpha/r)·B·A, training only the "
-     "thin matrices A (r × d_in) and B (d_out × r).", "01"),
-    ("Rank r", "The inner size of LoRA's factors A and B; it bounds the rank of every LoRA gradient by r.", "01"),
-    ("alpha", "LoRA's scale: the adapter's product B·A is multiplied by alpha/r.", "01"),
-    ("Round 0", "The first federated round: B = 0, so every dL/dA = (alpha/r)·Bᵀ·G is zero and only dL/dB and "
-     "the head carry the input.", "01"),
-    ("FedSGD", "Federated SGD: each client sends the gradient of one batch; the server averages the gradients "
-     "and takes one step.", "02"),
-    ("FedAvg", "Federated averaging: each client trains several local steps and sends its weight change; the "
-     "server averages the changes, weighted by the clients' numbers of examples.", "02"),
-    ("FedAdam", "FedAvg whose server applies the averaged change through an Adam optimiser instead of adding it.",
-     "02"),
-    ("Gradient inversion", "Rebuilding a client's private input from the gradient or update it sent.", "03"),
-    ("DLG", "Deep leakage from gradients (Zhu et al., 2019): optimise a dummy input and label until their "
-     "gradient matches the one the client sent.", "03"),
-    ("iDLG", "Improved DLG: the label of a batch of one is read directly from the sign of the head's bias "
-     "gradient.", "03"),
-    ("WordPiece", "BERT's tokenizer: it splits text into word pieces from a fixed vocabulary (##ing, ##s); the "
-     "attacks rebuild these pieces, then join them into words.", "04"),
-    ("Token accuracy", "The share of positions where the rebuilt token equals the private one, in order.", "04"),
-    ("ROUGE", "Overlap scores of summarisation: ROUGE-1 counts shared words, ROUGE-2 shared word pairs, ROUGE-L "
-     "the longest common subsequence; they ignore order (ROUGE-1) or reward it (ROUGE-2, ROUGE-L).", "04"),
-    ("Span", "The space spanned by the rows of a first-layer dL/dA: it holds the layer's inputs, so a token whose "
-     "embedding lies in it was in the sentence.", "05"),
-    ("Span attack", "Test every vocabulary token's first-layer input against the span of dL/dA and keep those "
-     "that lie in it: exact tokens, no optimisation.", "05"),
-    ("Certificate", "A residual below float32 rounding: the rebuilt sentence's inputs lie in the observed span, so "
-     "the attack knows it is right without seeing the answer.", "05"),
-    ("lora-best", "The course's strongest attack on a LoRA update: the span attack (then layers 0 and 1) when "
-     "B ≠ 0, DLG on dL/dB and the head at round 0.", "05"),
-    ("DP-SGD", "Differentially private SGD: clip each example's gradient to norm C and add Gaussian noise of "
-     "standard deviation σ·C before the update leaves the client.", "06"),
-    ("ε and δ", "The privacy budget of differential privacy: with probability at least 1 − δ, no single example "
-     "changes the odds of any outcome by more than a factor e^ε. Smaller is more private.", "06"),
-    ("RDP", "Rényi differential privacy: the accountant that adds up the privacy loss of many noisy steps and "
-     "converts it to (ε, δ).", "06"),
-    ("Clipping", "Scaling an update down to a maximum norm; alone it bounds influence but hides nothing.", "06"),
-    ("Top-k sparsification", "Sending only the k largest entries of an update.", "06"),
-    ("Quantisation", "Sending each number of an update with fewer bits.", "06"),
-    ("Secure aggregation", "A protocol (such as SecAgg+) in which the server learns only the sum of the clients' "
-     "updates, not any single one.", "06"),
-    ("Privacy-utility trade-off", "What a defence costs: the attack's score against the model's accuracy after "
-     "training with it.", "06"),
-    ("Flower", "An open federated-learning framework: ClientApp, ServerApp and strategies, simulated on Ray or "
-     "deployed.", "08"),
-)
+GLOSSARY = ROOT / "docs" / "glossary.tsv"
+"""The course's terms: one a line (term, definition, the notebook that teaches it), tab-separated."""
+
+
+def glossary(path: Path = GLOSSARY) -> list[tuple[str, str, str]]:
+    """The glossary's entries, in the file's order."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [(row["term"], row["definition"], row["notebook"]) for row in csv.DictReader(handle, delimiter="\t")]
 
 
 @dataclass(frozen=True)
@@ -187,7 +143,7 @@ def glossary_page(course: Sequence[Chapter], built: set[str]) -> str:
     by_number = {c.number: c for c in course}
     entries = "\n".join(f"<dt id=\"{re.sub(r'[^a-z0-9]+', '-', term.lower()).strip('-')}\">{html.escape(term)}</dt>"
                         f"<dd>{html.escape(text)} (taught in {_link(by_number[where], built)})</dd>"
-                        for term, text, where in sorted(GLOSSARY, key=lambda g: g[0].lower()))
+                        for term, text, where in sorted(glossary(), key=lambda g: g[0].lower()))
     return PAGE.format(title="lora-leak: glossary", nav=_nav(course, built), body=f"<dl>\n{entries}\n</dl>\n")
 
 
