@@ -283,9 +283,14 @@ class PublicModel:
         return input_tables(self.load(num_labels, seed))
 
 
+def resolve(name: str | PublicModel) -> PublicModel:
+    """The one ``PublicModel`` of a registered name (a resolved model is returned as it is), or one ``ValueError``
+    that lists the known names."""
+    return name if isinstance(name, PublicModel) else _resolve(name)
+
+
 @lru_cache(maxsize=None)
-def resolve(name: str) -> PublicModel:
-    """The one ``PublicModel`` of a registered name, or one ``ValueError`` that lists the known names."""
+def _resolve(name: str) -> PublicModel:
     return PublicModel(check_model_name(name))
 
 

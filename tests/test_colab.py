@@ -123,9 +123,10 @@ def uploads(tmp_path, monkeypatch):
     return places
 
 
-def test_the_install_cell_does_nothing_off_colab(monkeypatch, capsys):
+def test_the_install_cell_installs_nothing_off_colab_and_says_so(monkeypatch, capsys):
     magics, clones = _run_cell(colab.install_cell(NEW_URL), monkeypatch, on_colab=False)
-    assert magics == clones == [] and capsys.readouterr().out == ""
+    out = capsys.readouterr().out
+    assert magics == clones == [] and out.count("\n") == 1 and out.startswith("Not on Colab: nothing to install")
 
 
 def test_a_failed_clone_without_a_bundle_prints_one_line_saying_what_to_do(monkeypatch, capsys, tmp_path, uploads):

@@ -87,3 +87,12 @@ def test_architecture_counts_parameters_without_weights():
         assert lora.count_parameters(meta) == lora.count_parameters(models.resolve(name).load(seed=0))
     assert lora.count_parameters(models.resolve("bert-base-uncased").architecture()) == 109_483_778  # BERT-base + head
     assert models.resolve("bert-large-uncased").config().num_hidden_layers == 24
+
+
+def test_a_name_resolves_to_one_object_and_a_resolved_model_to_itself():
+    model = models.resolve("minilm")
+    assert models.resolve("minilm") is model and models.resolve(model) is model
+    assert model == models.resolve("minilm") and hash(model) == hash(models.resolve("minilm"))
+    import pickle
+
+    assert pickle.loads(pickle.dumps(model)) is model  # a Flower job unpickles it by resolving the name again

@@ -60,7 +60,7 @@ def badge(url: str, path: str) -> str:
 
 def install_cell(url: str, extras: tuple[str, ...] = (), folder: str = FOLDER) -> str:
     """The source of the guarded install cell: on Colab it installs an uploaded bundle (``lora_leak-*.whl`` in
-    ``UPLOADS``) or else clones the course into ``folder``, with ``extras``; elsewhere it does nothing. Colab's
+    ``UPLOADS``) or else clones the course into ``folder``, with ``extras``; elsewhere it says there is nothing to install. Colab's
     torch is kept, GPU build included, and ``config.device()`` picks the GPU when the runtime has one."""
     extra = f"[{','.join(extras)}]" if extras else ""
     wheels = " + ".join(f'glob.glob("{place}/lora_leak-*-any.whl")' for place in UPLOADS)
@@ -90,6 +90,8 @@ def install_cell(url: str, extras: tuple[str, ...] = (), folder: str = FOLDER) -
         f'        print("GPU runtime: full mode. For quick mode run `%env {MODE_VARIABLE}=quick`, then the notebook\'s '
         'cells." if torch.cuda.is_available() else',
         '              "CPU runtime: quick mode. For full mode choose Runtime > Change runtime type > GPU.")',
+        "else:",
+        '    print("Not on Colab: nothing to install (this machine has the course already: see the README).")',
     ])
 
 
