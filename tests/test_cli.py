@@ -86,7 +86,7 @@ PROBES = [  # (name, set-up, argv, exit status, words in the one line)
     ("ctrl-c", _interrupt, ["attack", "--text", "my pin is 4921"], 130, "interrupted"),
     ("huge rank", None, ["attack", "--rank", "100000", "--text", "hi"], 2, "hidden size 128"),
     ("no observed rounds", None, ["attack", "--observed-rounds", "0", "--text", "hi"], 2, "1 or more"),
-    ("huge rounds", None, ["attack", "--rounds", "100000", "--text", "hi"], 2, "0 (the first round, B = 0) to 1000"),
+    ("huge rounds", None, ["attack", "--rounds", "100000", "--text", "hi"], 2, "an integer from 0 to 1000"),
     ("zero-width text", None, ["attack", "--text", "\u200b\u200b\u2060"], 2, "invisible"),
     ("zero-width line", lambda m, t: _file(t, "a fine sentence\n\u200b\u200b\n".encode()),
      ["attack", "--file", "{setup}"], 2, "line 2 of"),

@@ -20,7 +20,7 @@ FOLDER = "/content/lora-leak"
 """Where the install cell clones the course on Colab."""
 UPLOADS = ("/content", "/content/drive/MyDrive")
 """Where the install cell looks for an uploaded bundle: Colab's Files pane, and Google Drive once mounted."""
-BUNDLE_SOURCES = ("pyproject.toml", "README.md", "lora_leak_lib", "data")
+BUNDLE_SOURCES = ("pyproject.toml", "README.md", "lora_leak_lib", "data", "benchmarks/results")
 """What the bundle's wheel is built from (a fresh copy: no stale ``build/`` of the clone slips in)."""
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 INSTALL_MARKER = "# On Google Colab only:"
