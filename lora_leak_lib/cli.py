@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import config, data, experiments, gradients, lora, models
-from .course import colab, student_copies
+from . import config, course, data, experiments, gradients, lora, models
+from .course import book as course_book, colab, executed, grading, student_copies
 from .attacks import attack_names, check_attack_name, infer_labels
 from .fl import capture_update
 from .message import FederatedSetup
@@ -175,7 +175,7 @@ def student(args: argparse.Namespace) -> int:
     target = Path(args.target) if args.target else source / "student"
     if not source.is_dir():
         raise ValueError(f"no notebook folder at {source}: pass --source with the course's notebooks/ folder.")
-    if not sorted(source.glob("[0-9][0-9]_*.ipynb")):
+    if not course.course_notebooks(source):
         raise ValueError(f"no course notebook (NN_name.ipynb) in {source}: pass --source with the course's "
                          "notebooks/ folder.")
     if target.exists() and not target.is_dir():
@@ -194,8 +194,6 @@ def student(args: argparse.Namespace) -> int:
 
 def grade(args: argparse.Namespace) -> int:
     """Autograde filled-in student copies with nbgrader: points per checked exercise and the total."""
-    from .course import grading
-
     source = Path(args.source) if args.source else student_copies.NOTEBOOKS
     for notebook in args.notebooks:
         print(grading.grade(notebook, source, timeout=args.timeout).table(), flush=True)
@@ -228,16 +226,12 @@ def colab_cells(args: argparse.Namespace) -> int:
 def book(args: argparse.Namespace) -> None:
     """Write the course book (pages, course map, glossary) from the notebooks' committed outputs, running those
     whose outputs are stale in quick mode."""
-    from .course import book as course_book
-
     pages = course_book.build(args.notebooks, args.out)
     print(f"wrote {len(pages)} pages to {args.out}: open {Path(args.out) / 'index.html'}")
 
 
 def execute(args: argparse.Namespace) -> None:
     """Run solution notebooks in place and commit their cleaned outputs (all by default)."""
-    from .course import executed
-
     executed.execute(executed.notebook_paths(args.notebook), args.mode)
 
 

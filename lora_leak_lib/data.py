@@ -13,13 +13,18 @@ from transformers import PreTrainedTokenizerBase
 
 from . import config
 
-PACKAGED_DATA = Path(__file__).resolve().parent / "_data"
-"""Where an installed wheel keeps the course's data files (pyproject.toml maps the repository's ``data/`` there)."""
-DATA_DIR = PACKAGED_DATA if PACKAGED_DATA.is_dir() else Path(__file__).resolve().parent.parent / "data"
-"""The course's data files: inside the installed package, or the clone's ``data/`` (an editable install)."""
-PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
-RESULTS_DIR = PACKAGED_RESULTS if PACKAGED_RESULTS.is_dir() else Path(__file__).resolve().parent.parent / "benchmarks/results"
-"""The benchmarks' recorded results: inside the installed package, or the clone's ``benchmarks/results``."""
+
+def _installed_or_clone(packaged: str, clone: str) -> Path:
+    """A folder ``pyproject.toml`` maps into the installed wheel (``lora_leak_lib/<packaged>``), or the clone's own
+    folder ``clone`` (an editable install or a plain clone)."""
+    library = Path(__file__).resolve().parent
+    return library / packaged if (library / packaged).is_dir() else library.parent / clone
+
+
+DATA_DIR = _installed_or_clone("_data", "data")
+"""The course's data files: the private sentences and the public text of the word-order prior."""
+RESULTS_DIR = _installed_or_clone("_results", "benchmarks/results")
+"""The benchmarks' recorded results, which notebooks 05 and 06 plot (``recorded``)."""
 COURSE_SENTENCES = DATA_DIR / "course_sentences.tsv"
 LABELS = ("negative", "positive")
 

@@ -5,7 +5,6 @@ The bottom layer of the library: ``fl`` (which produces messages), ``defenses`` 
 """
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence, TypeVar
@@ -96,22 +95,17 @@ class FederatedSetup:
         Built once per set-up and device in a process, then copied; the torch random state is left exactly as a
         fresh build leaves it.
         """
-        key = (self, str(config.device()))
-        if key not in _BUILT:
+        def build() -> PeftModel | nn.Module:
             base = self.model.load(self.num_labels, seed=self.model_seed)
-            if not self.full_finetune:
-                base = lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head)
-            if len(_BUILT) >= _BUILT_KEPT:
-                _BUILT.pop(next(iter(_BUILT)))
-            _BUILT[key] = (base.eval(), torch.get_rng_state())
-        model, rng = _BUILT[key]
-        torch.set_rng_state(rng)
-        return copy.deepcopy(model)
+            if self.full_finetune:
+                return base.eval()
+            return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head).eval()
+
+        return models.built_once(_BUILT, (self, str(config.device())), build, kept=8)
 
 
-_BUILT: dict[tuple, tuple[nn.Module, torch.Tensor]] = {}
-"""Shared models built in this process, by (set-up, device), with the torch random state after building."""
-_BUILT_KEPT = 8
+_BUILT: dict = {}
+"""Shared models built in this process, by (set-up, device): ``models.built_once``'s cache."""
 
 
 def _clone(state: dict[str, torch.Tensor]) -> State:

@@ -171,6 +171,23 @@ def available(names: Sequence[str]) -> list[str]:
     return usable
 
 
+def built_once(cache: dict, key: object, build: Callable[[], nn.Module], kept: int | None = None) -> nn.Module:
+    """A copy of the model ``build()`` makes, built once per ``key`` in this process (at most ``kept`` kept).
+
+    Every call, the first too, returns a copy and leaves the torch random state exactly as the build left it, so
+    results do not depend on what was built before, and each copy sees the same memory layout (BLAS kernels can
+    round differently on differently aligned buffers).
+    """
+    if key not in cache:
+        if kept is not None and len(cache) >= kept:
+            cache.pop(next(iter(cache)))
+        model = build()
+        cache[key] = (model, torch.get_rng_state())
+    model, rng = cache[key]
+    torch.set_rng_state(rng)
+    return copy.deepcopy(model)
+
+
 class PublicModel:
     """A model name resolved once: what every party knows of the shared model.
 
@@ -182,7 +199,7 @@ class PublicModel:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self._loaded: dict[tuple, tuple[nn.Module, torch.Tensor]] = {}
+        self._loaded: dict = {}  # built_once's cache of the shared weights, by (labels, seed, device)
 
     @property
     def name(self) -> str:
@@ -254,17 +271,19 @@ class PublicModel:
         memory layout (BLAS kernels can round differently on differently aligned buffers) and results do not
         depend on what was loaded before.
         """
-        spec = self.spec
-        device = config.device()
-        key = (num_labels, seed, str(device))
-        if seed is not None and key in self._loaded:
-            model, rng = self._loaded[key]
-            torch.set_rng_state(rng)
-            return copy.deepcopy(model)
-        if seed is not None:
+        if seed is None:
+            return self._build(num_labels)
+
+        def build() -> nn.Module:
             torch.manual_seed(seed)
+            return self._build(num_labels)
+
+        return built_once(self._loaded, (num_labels, seed, str(config.device())), build)
+
+    def _build(self, num_labels: int) -> nn.Module:
+        """A new model from the current torch random state (the head, and every weight of a random entry)."""
+        spec, kind = self.spec, self.spec.kind
         config.quiet()
-        kind = spec.kind
         if spec.offline and spec.weights is None:  # a random initialisation
             model = kind.model_class(_model_config(spec, self.tokenizer.vocab_size, num_labels))
         else:
@@ -272,11 +291,7 @@ class PublicModel:
             labels = {} if kind.is_decoder else dict(num_labels=num_labels)
             model = kind.model_class.from_pretrained(source, attn_implementation=ATTENTION, local_files_only=local,
                                                      **labels, **kind.no_dropout)
-        model.to(device).eval()
-        if seed is None:
-            return model
-        self._loaded[key] = (model, torch.get_rng_state())
-        return copy.deepcopy(model)  # the first caller gets a copy too: every call sees the same memory layout
+        return model.to(config.device()).eval()
 
     def input_tables(self, num_labels: int = 2, seed: int = 0) -> InputTables:
         """The public tables of the first layer's inputs of the model ``load(num_labels, seed)`` builds."""

@@ -2,7 +2,7 @@
 import nbformat
 import pytest
 
-from lora_leak_lib import cli
+from lora_leak_lib import cli, course
 from lora_leak_lib.course import grading, student_copies
 
 NOTEBOOK = "03_deep_leakage_from_gradients.ipynb"  # a quick one: two graded exercises, 2 + 1 points
@@ -42,7 +42,7 @@ def test_a_solved_copy_gets_full_marks_and_an_unsolved_one_zero(copies, capsys):
 
 
 def test_student_copies_hide_answers_and_hidden_tests_but_keep_the_checks():
-    for path in student_copies.course_notebooks():
+    for path in course.course_notebooks():
         solution = nbformat.read(path, as_version=4)
         student = nbformat.read(student_copies.STUDENT_NOTEBOOKS / path.name, as_version=4)
         assert [c.id for c in student.cells] == [c.id for c in solution.cells]
@@ -59,7 +59,7 @@ def test_student_copies_hide_answers_and_hidden_tests_but_keep_the_checks():
 def test_every_answer_cell_is_followed_by_a_graded_check_with_hidden_tests():
     """nbval proves a solution only if the check cell after it asserts something, hidden tests included."""
     problems = []
-    for path in student_copies.course_notebooks():
+    for path in course.course_notebooks():
         cells = nbformat.read(path, as_version=4).cells
         for index, cell in enumerate(cells):
             if cell.metadata.get("nbgrader", {}).get("solution"):

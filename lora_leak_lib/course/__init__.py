@@ -11,6 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 
 
+def course_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The course's notebooks in ``folder`` (``NN_name.ipynb``), in order."""
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
 def kernel_environment(**extra: str) -> dict[str, str]:
     """The environment of a kernel that runs a course notebook: this very library first on ``PYTHONPATH``,
     installed or not, and ``extra`` variables."""

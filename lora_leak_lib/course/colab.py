@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import MODE_VARIABLE
 from ..weights import MPNET_INSTALL
-from . import ROOT
+from . import ROOT, course_notebooks
 
 BRANCH = "main"
 """The branch the badges open and the install cell clones."""
@@ -152,7 +152,7 @@ def expected_cells(notebook: dict, url: str, path: str) -> tuple[str, str]:
 
 def _notebooks(root: Path) -> list[Path]:
     folder = root / "notebooks"
-    return sorted(folder.glob("[0-9][0-9]_*.ipynb")) + sorted((folder / "student").glob("[0-9][0-9]_*.ipynb"))
+    return course_notebooks(folder) + course_notebooks(folder / "student")
 
 
 def _readme_badges(text: str, url: str) -> str:
@@ -175,8 +175,8 @@ def check(root: Path = ROOT) -> list[str]:
         if match.group(0) != badge(url, match.group(1)):
             problems.append(f"README.md: the badge of {match.group(1)} should open {colab_url(url, match.group(1))}")
     listed = {m.group(1) for m in BADGE.finditer(readme)}
-    problems += [f"README.md: no badge for {notebook_path(p, root)}" for p in sorted((root / "notebooks").glob(
-        "[0-9][0-9]_*.ipynb")) if notebook_path(p, root) not in listed]
+    problems += [f"README.md: no badge for {notebook_path(p, root)}" for p in course_notebooks(root / "notebooks")
+                 if notebook_path(p, root) not in listed]
     return problems
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import config
-from . import NOTEBOOKS, ROOT, kernel_environment
+from . import NOTEBOOKS, ROOT, course_notebooks, kernel_environment
 
 STAMP = "lora_leak"
 """The notebook metadata key of the stamp: ``{"mode": "quick", "sources": sha256 of the code cells}``."""
@@ -152,7 +152,7 @@ def run(path: Path, mode: str | None = None) -> "nbformat.NotebookNode":
 def notebook_paths(names: Sequence[str], notebooks: Path = NOTEBOOKS) -> list[Path]:
     """The solution notebooks named by number (``01``, ``1``) or path; none named: every one in ``notebooks``."""
     if not names:
-        return sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+        return course_notebooks(notebooks)
     paths = []
     for name in names:
         if name.endswith(".ipynb"):

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import student_copies
+from . import course_notebooks, student_copies
 
 STUDENT = "learner"  # the one submission of a throw-away course folder
 
@@ -65,7 +65,7 @@ def grade(submission: Path | str, source: Path | str = student_copies.NOTEBOOKS,
         raise ValueError(f"no notebook at {submission}.")
     solution = source / submission.name
     if not solution.is_file():
-        names = ", ".join(p.name for p in student_copies.course_notebooks(source))
+        names = ", ".join(p.name for p in course_notebooks(source))
         raise ValueError(f"{submission.name} is not a course notebook: keep the student copy's file name "
                          f"(one of {names}).")
     order = check_cells(solution)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import NOTEBOOKS, colab, kernel_environment
+from . import NOTEBOOKS, colab, course_notebooks, kernel_environment
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 SOLUTION_END = "### END SOLUTION"
@@ -23,11 +23,6 @@ HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 HIDDEN_END = "### END HIDDEN TESTS"
 ASSIGNMENT = "lora-leak"  # the nbgrader assignment every course notebook belongs to
 STUDENT_NOTEBOOKS = NOTEBOOKS / "student"
-
-
-def course_notebooks(source: Path = NOTEBOOKS) -> list[Path]:
-    """The solution notebooks of the course (``NN_name.ipynb``), in order."""
-    return sorted(Path(source).glob("[0-9][0-9]_*.ipynb"))
 
 
 def nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
