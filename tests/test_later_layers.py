@@ -1,5 +1,6 @@
 """The later-layer certificate: every layer's lora_A rows lie in the span of that layer's hidden states."""
 import pytest
+import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib.attacks import later_layers, search, span
@@ -25,6 +26,23 @@ def test_true_sentence_leaves_no_residual_in_any_layer_and_a_swap_does(case):
     values = score([ids, swapped])
     assert float(values[0]) < span.CERTIFIED
     assert float(values[1]) > 100 * span.CERTIFIED
+
+
+def test_batched_scoring_gives_each_candidate_the_score_it_gets_alone(case):
+    """Issue 24: a search step scores all its moves in one batched pass; each must get the score it gets alone."""
+    shared, ids, _, _ = case
+    score = later_layers.LayerResidual(shared, layers=(0, 1))
+    candidates = [s for s, _ in later_layers.neighbours(ids, {3: [2000, 2001]}, window=8)][::7] + [ids]
+    together = score(candidates, chunk=16)
+    alone = torch.cat([score([c]) for c in candidates])
+    # the hidden states are float32 (unit roundoff 6e-8), so a batched forward pass may round them differently;
+    # the residuals themselves are float64 and a k = 16 sum
+    assert torch.allclose(together, alone, rtol=1e-5, atol=1e-7)
+    assert float(together[-1]) < span.CERTIFIED < float(together[:-1].min())
+    hidden = score.layer_inputs(torch.tensor(candidates), (0, 1))
+    for layer, states in hidden.items():  # the Gram route against the QR of every candidate, on the same states
+        by_qr = search.projection_residuals(score.bases[layer], search.input_basis(states.double()))
+        assert torch.allclose(search.gram_residuals(score.bases[layer], states.double()), by_qr, rtol=1e-10, atol=1e-12)
 
 
 def test_layers_without_lora_are_skipped_and_none_at_all_is_an_error(case):

@@ -112,3 +112,22 @@ def test_projection_residuals_score_a_batch_of_candidates_one_value_each(device)
     together = search.projection_residuals(basis, search.input_basis(candidates))
     one_by_one = [search.subspace_residual(basis, c) for c in candidates]
     assert together.shape == (3,) and together.tolist() == pytest.approx(one_by_one, rel=1e-10)
+
+
+def test_the_gram_route_gives_the_qr_route_s_residuals_and_drops_dependent_inputs(device):
+    generator = torch.Generator().manual_seed(1)
+    d, n, k = 32, 10, 4
+    basis = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=torch.float64))[0].T.to(device)
+    candidates = torch.randn(5, n, d, generator=generator, dtype=torch.float64).to(device)
+    candidates[1, :k] = basis                          # contains the span: residual 0
+    candidates[2, 3] = candidates[2, 7]                # two inputs the same: the Gram matrix is singular
+    candidates[3, 3] = candidates[3, 7] * (1 + 1e-9)   # nearly the same: below PIVOT
+    by_gram = search.gram_residuals(basis, candidates)
+    by_qr = search.projection_residuals(basis, search.input_basis(candidates))
+    assert by_gram.shape == (5,) and by_gram.dtype == torch.float64
+    independent = [0, 1, 4]
+    assert torch.allclose(by_gram[independent], by_qr[independent], rtol=1e-10, atol=1e-12)  # float64, k = 4
+    assert abs(float(by_gram[1])) < 1e-12 and float(by_gram[0]) > 0.1
+    for c in (2, 3):  # the repeated input adds nothing: the residual of the set without it (QR would add rounding)
+        without = torch.cat([candidates[c, :3], candidates[c, 4:]])
+        assert float(by_gram[c]) == pytest.approx(search.subspace_residual(basis, without), rel=1e-6)

@@ -137,14 +137,16 @@ class LaterLayers:
 
     name = "later-layers"
 
-    def __init__(self, rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
+    def __init__(self, rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS,
+                 token_sets: bool = True) -> None:
         check_int(rounds, "rounds", 0, hint="it counts the later-layer search's steps")
-        self.rounds, self.layers = rounds, tuple(layers)
+        self.rounds, self.layers, self.token_sets = rounds, tuple(layers), token_sets
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         progress = Progress(callback)
-        result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts))
+        result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts),
+                             token_sets=self.token_sets)
         if knowledge.sentences(shared) != 1 and self.rounds > 0 and result.loss < CERTIFIED:  # exact tokens: order them
             return self._thread(shared, knowledge, result, progress)
         if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.rounds == 0:

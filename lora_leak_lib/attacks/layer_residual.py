@@ -10,7 +10,7 @@ import torch
 from .. import families
 from .base import SharedUpdate
 from .inputs import first_layer_rows, input_span
-from .search import input_basis, projection_residuals
+from .search import gram_residuals
 
 DEFAULT_LAYERS = (0, 1)
 """Layers whose spans the certificate sums: layer 1 adds most of the order information for little cost."""
@@ -52,7 +52,7 @@ class LayerResidual:
         for part in ids.split(chunk):
             total = torch.zeros(len(part), dtype=torch.float64, device=device)
             for layer, hidden in self.layer_inputs(part, tuple(bases)).items():
-                total += projection_residuals(bases[layer], input_basis(hidden.double()))  # (N, d, n) spans
+                total += gram_residuals(bases[layer], hidden.double())  # one batched pass per layer
             values.append(total.clamp(min=0.0))
         return torch.cat(values)
 

@@ -35,7 +35,8 @@ class LoRABest:
     """The strongest attack the course has on a LoRA-only update.
 
     With non-zero first-layer ``lora_A`` gradients it runs the span attack (exact tokens within the
-    stacked rank, matching pursuit and local search beyond it) and, for one sentence it could not certify,
+    stacked rank; beyond it the sentence's token set and their order from the span (``token_set``, off with
+    ``token_sets=False``), else matching pursuit and local search) and, for one sentence it could not certify,
     a local search on the spans of layers 0 and 1 for up to ``later_rounds`` rounds (``later_layers``); at round
     0 it runs relaxed-vocabulary
     cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three restarts of ``dlg_steps // 2`` steps) as a
@@ -46,15 +47,17 @@ class LoRABest:
 
     name = "lora-best"
 
-    def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_rounds: int = LATER_ROUNDS) -> None:
+    def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_rounds: int = LATER_ROUNDS,
+                 token_sets: bool = True) -> None:
         self.dlg_steps, self.restarts, self.later_rounds = dlg_steps, restarts, later_rounds
+        self.token_sets = token_sets
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
         if not all(lora_a_is_zero(u.update) for u in knowledge.rounds_watched(shared)):
             first_layer_rows(shared.update)  # one clear error when layer 0 has no attention LoRA
-            result = LaterLayers(self.later_rounds).reconstruct(shared, knowledge, callback)
+            result = LaterLayers(self.later_rounds, token_sets=self.token_sets).reconstruct(shared, knowledge, callback)
         else:
             dlg = DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, self.dlg_steps // 2),
                       restarts=max(ROUND0_RESTARTS, self.restarts), search_steps=ROUND0_SEARCH_STEPS,

@@ -23,16 +23,12 @@ from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows
 from .labels import infer_labels
 from .order import assemble_batch, default_prior
 from .registry import register
-from .search import (input_basis, kicked, random_inner_substitutions, rearrangements_at, subspace_residual,
+from .token_set import token_set_sentence
+from .search import (Pursuit, input_basis, kicked, random_inner_substitutions, rearrangements_at, subspace_residual,
                      unexplained)
 
 CERTIFIED = 1e-4
 """A residual this small (sum of squares over an orthonormal basis) means the inputs explain the whole span."""
-
-SPANNED = 1e-9
-"""A candidate whose squared norm outside the chosen inputs' span is below this share of its own is already in
-it (the same input listed twice in the candidate table): matching pursuit never picks it, whatever its 0/0 score."""
-
 
 def length_candidates(sep_distances: torch.Tensor, count: int = 3) -> list[int]:
     """Likely sentence lengths (with [CLS] and [SEP]): where [SEP] lies closest to the span, best first."""
@@ -63,13 +59,15 @@ def permutation_residuals(basis: torch.Tensor, inputs: EmbeddingInputs, ids: lis
                           orders: torch.Tensor) -> torch.Tensor:
     """Residuals of many re-orderings of ``ids`` (``orders[i, p]`` = which token of ``ids`` sits at ``p``).
 
-    Every re-ordering uses the same tokens, so the inner products of all (token, position) inputs are
-    computed once; each trial then costs one small ``n × n`` Cholesky solve: ``k − tr(QX (XᵀX)⁻¹ XᵀQᵀ)``.
+    Every re-ordering uses the same tokens, so the inner products of the (token, position) inputs the trials
+    use are computed once (only those: a move within a window uses a band of the ``n²`` pairs); each trial then
+    costs one small ``n × n`` Cholesky solve: ``k − tr(QX (XᵀX)⁻¹ XᵀQᵀ)``.
     """
     n = len(ids)
-    x = inputs.vectors([t for t in ids for _ in range(n)], list(range(n)) * n)  # (token i, pos p)
-    gram, proj = x @ x.T, x @ basis.T                                   # (n², n²), (n², k)
-    index = orders * n + torch.arange(n, device=orders.device)                                # (m, n) rows of x
+    pairs = orders * n + torch.arange(n, device=orders.device)         # (m, n): token i at position p is i·n + p
+    used, index = torch.unique(pairs, return_inverse=True)             # the pairs any trial uses, and where
+    x = inputs.vectors(torch.as_tensor(ids, device=used.device)[used // n], used % n)
+    gram, proj = x @ x.T, x @ basis.T                                   # (u, u), (u, k)
     g = gram[index[:, :, None], index[:, None, :]]                      # (m, n, n)
     qx = proj[index]                                                    # (m, n, k)
     chol = torch.linalg.cholesky(g + 1e-12 * torch.eye(n, dtype=g.dtype, device=g.device))
@@ -107,33 +105,16 @@ def greedy_atoms(basis: torch.Tensor, inputs: EmbeddingInputs, table: torch.Tens
     for p, _ in known:
         count[p] = capacity
     free = [p for p in range(table.shape[0]) if count[p] < capacity]
-    cand = inputs.vectors(table[free].reshape(-1), [p for p in free for _ in range(k)])  # (F·K, d)
-    norm2 = cand.pow(2).sum(1)
-    outside = norm2.clone()                       # squared norm of each candidate outside the chosen span
-    chosen, basis_u, resid = list(known), [], basis.clone()
-
-    def take(vector: torch.Tensor) -> None:
-        nonlocal outside, resid
-        for _ in range(2):                                              # Gram-Schmidt, twice for accuracy
-            for w in basis_u:
-                vector = vector - (vector @ w) * w
-        w = vector / vector.norm().clamp(min=1e-30)
-        basis_u.append(w)
-        outside = outside - (cand @ w).pow(2)
-        resid = resid - (resid @ w)[:, None] * w
-
+    pursuit = Pursuit(basis, inputs.vectors(table[free].reshape(-1), [p for p in free for _ in range(k)]))  # F·K
+    chosen = list(known)
     for p, token in known:
-        take(inputs.vectors([token], [p])[0])
-    alive = torch.ones(len(cand), dtype=torch.bool, device=cand.device)
+        pursuit.take(inputs.vectors([token], [p])[0])
+    alive = torch.ones(len(pursuit.atoms), dtype=torch.bool, device=table.device)
     while bool(alive.any()):
-        _, sigma, vh = torch.linalg.svd(resid, full_matrices=False)
-        explained = float(sigma.pow(2).sum()) < CERTIFIED
+        score, explained = pursuit.scores(CERTIFIED, tol)
         if explained and not fill:
             break
-        directions = vh[sigma > tol * float(sigma[0])] if not explained else vh[:0]
-        # resid ⟂ chosen inputs, so cand · direction equals its outside part · direction
-        score = (cand @ directions.T).pow(2).sum(1) / outside.clamp(min=1e-24) if len(directions) else outside.clone()
-        score[~alive | (outside < SPANNED * norm2)] = -1.0  # already in the chosen span (a repeated candidate)
+        score[~alive] = -1.0
         j = int(torch.argmax(score))
         row = j // k
         position = free[row]
@@ -142,7 +123,7 @@ def greedy_atoms(basis: torch.Tensor, inputs: EmbeddingInputs, table: torch.Tens
         count[position] += 1
         if count[position] >= capacity:
             alive[row * k:(row + 1) * k] = False
-        take(cand[j])
+        pursuit.take(pursuit.atoms[j])
     return chosen
 
 
@@ -212,15 +193,20 @@ class SpanResult:
 
 def recover_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
                      special: tuple[int, int], shortlist: int = 64, sweeps: int = 6,
-                     restarts: int = 4) -> SpanResult:
+                     restarts: int = 4, token_sets: bool = True) -> SpanResult:
     """The sentence of ``length`` positions whose first-layer inputs best contain the span ``basis``.
 
-    Within the stacked rank each position's closest token is exact; beyond it, matching pursuit picks
-    (token, position) pairs one by one and ``refine`` repairs the rest.
+    Within the stacked rank each position's closest token is exact; beyond it, with ``token_sets``, the
+    sentence's tokens and then their order come from the span directly (``token_set``: certified, or not
+    taken); otherwise matching pursuit picks (token, position) pairs one by one and ``refine`` repairs the rest.
     """
     dist = inputs.span_distances(basis, length, vocab)
     ids = [special[0]] + vocab[torch.argmin(dist[1:-1], dim=1)].tolist() + [special[1]]
     residual = _residual(basis, inputs, ids)
+    if residual >= CERTIFIED and token_sets:
+        found = token_set_sentence(basis, inputs, vocab, length, special, CERTIFIED)
+        if found is not None and found[1] < CERTIFIED:
+            return SpanResult(found[0], found[1], basis.shape[0])
     if residual >= CERTIFIED and sweeps > 0:
         table = candidate_table(dist, vocab, special, shortlist)
         ids = greedy_sequence(basis, inputs, length, table, {0: special[0], length - 1: special[1]})
@@ -268,7 +254,8 @@ def _lengths(knowledge: Knowledge, inputs: EmbeddingInputs, basis: torch.Tensor,
 
 
 def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 64, sweeps: int = 6,
-                restarts: int = 4, tol: float = SPAN_TOL, callback: Callback | None = None) -> Reconstruction:
+                restarts: int = 4, tol: float = SPAN_TOL, callback: Callback | None = None,
+                token_sets: bool = True) -> Reconstruction:
     """Recover the tokens of a batch-1 update from its first-layer ``lora_A`` gradients.
 
     With the length unknown, the three positions where [SEP] fits the span best are tried and the
@@ -285,7 +272,7 @@ def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortl
     best: SpanResult | None = None
     progress = Progress(callback)
     for n in _lengths(knowledge, inputs, basis, special[1]):
-        result = recover_sentence(basis, inputs, vocab, n, special, shortlist, sweeps, restarts)
+        result = recover_sentence(basis, inputs, vocab, n, special, shortlist, sweeps, restarts, token_sets)
         progress.step(result.residual, [tokenizer.decode(result.ids[1:-1])])
         if best is None or result.residual < best.residual:
             best = result
@@ -346,9 +333,10 @@ class SpanAttack:
 
     name = "span"
 
-    def __init__(self, shortlist: int = 64, sweeps: int = 6, restarts: int = 4) -> None:
-        self.shortlist, self.sweeps, self.restarts = shortlist, sweeps, restarts
+    def __init__(self, shortlist: int = 64, sweeps: int = 6, restarts: int = 4, token_sets: bool = True) -> None:
+        self.shortlist, self.sweeps, self.restarts, self.token_sets = shortlist, sweeps, restarts, token_sets
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
-        return span_attack(shared, knowledge, self.shortlist, self.sweeps, self.restarts, callback=callback)
+        return span_attack(shared, knowledge, self.shortlist, self.sweeps, self.restarts, callback=callback,
+                           token_sets=self.token_sets)

@@ -17,7 +17,7 @@ import torch
 from .base import Knowledge, SharedUpdate
 from .inputs import lora_a_is_zero
 from .layer_residual import LayerResidual
-from .search import combine_batch, descent_step, input_basis, projection_residuals
+from .search import combine_batch, descent_step, gram_residuals
 from .span import CERTIFIED
 
 THREAD_SWEEPS = 30
@@ -47,12 +47,15 @@ class BatchResidual:
         return [cache[s] for s in sentences]
 
     def __call__(self, batches: Sequence[Sequence[tuple[int, ...]]]) -> torch.Tensor:
-        total = torch.zeros(len(batches), dtype=torch.float64, device="cpu")  # filled one Python float at a time
+        """The residual of every candidate batch: the new sentences of all of them go through the model in one
+        pass, then the batches with as many inputs are scored together (``search.gram_residuals``)."""
+        total = torch.zeros(len(batches), dtype=torch.float64, device=self.layers[0].bases[1].device)
         for index, layer in enumerate(self.layers):
-            basis = layer.bases[1]
-            for b, batch in enumerate(batches):
-                h = torch.cat(self.hidden(index, list(batch)))
-                total[b] += float(projection_residuals(basis, input_basis(h)))
+            self.hidden(index, [s for batch in batches for s in batch])
+            stacked = [torch.cat(self.hidden(index, list(batch))) for batch in batches]
+            for size in sorted({len(h) for h in stacked}):
+                same = [b for b, h in enumerate(stacked) if len(h) == size]
+                total[same] += gram_residuals(layer.bases[1], torch.stack([stacked[b] for b in same]))
         return total.clamp(min=0.0)
 
 
