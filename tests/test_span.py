@@ -80,6 +80,6 @@ def test_several_rounds_of_one_client_recover_a_sentence_longer_than_the_stacked
     text = "please send the money to my old bank account today"  # 10 tokens, 12 inputs > 2r = 2
     updates = [ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=1, rounds=r) for r in (20, 25, 30, 35)]
     known = ll.Knowledge(length=10)
-    one = span.span_attack(updates[0], known, sweeps=0)  # the per-position test alone: 2 directions, 12 inputs
+    one = span.span_attack(updates[0], known, sweeps=0, token_sets=False)  # the per-position test alone: 2 of 12
     four = span.span_attack(updates[0], ll.Knowledge(length=10, other_rounds=updates[1:]))
     assert one.texts != [text] and four.texts == [text] and four.loss < span.CERTIFIED

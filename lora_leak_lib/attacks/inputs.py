@@ -89,7 +89,7 @@ class EmbeddingInputs:
         device = self.tokens.device
         token_ids, positions = torch.as_tensor(token_ids, device=device), torch.as_tensor(positions, device=device)
         u = self.tokens[token_ids] + self.positions[positions]
-        sigma = torch.sqrt(u.pow(2).mean(1, keepdim=True) + self.eps)
+        sigma = torch.sqrt(u.pow(2).mean(-1, keepdim=True) + self.eps)  # over the width, for index batches too
         return self.gamma * u / sigma + self.beta
 
     def span_distances(self, basis: torch.Tensor, length: int, token_ids: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ class LoRABest:
     """The strongest attack the course has on a LoRA-only update.
 
     With non-zero first-layer ``lora_A`` gradients it runs the span attack (exact tokens within the
-    stacked rank; beyond it the sentence's token set and their order from the span (``token_set``, off with
+    stacked rank; beyond it the sentence's token set and their order from the span (``span_tokens``, off with
     ``token_sets=False``), else matching pursuit and local search) and, for one sentence it could not certify,
     a local search on the spans of layers 0 and 1 for up to ``later_rounds`` rounds (``later_layers``); at round
     0 it runs relaxed-vocabulary

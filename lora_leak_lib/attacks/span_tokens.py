@@ -12,7 +12,11 @@ sparse recovery with ``k`` measurement vectors (a rank-aware matching pursuit ov
 ``search.Pursuit``); it needs no search over positions, so it reaches far past ``k`` inputs: while
 ``tokens + n + 1 + k`` stays below the width ``d``, a set that explains ``Q`` is, generically, the sentence's.
 
-The order then comes from the coefficients. Writing every row of ``Q`` in that span (least squares) gives each
+For a batch the same pursuit gives the union of its sentences' tokens, but no order: ``B·n`` inputs in a
+space of ``tokens + n + 1`` dimensions are dependent once ``B·n`` reaches it, and then nearly any choice of
+(token, position) inputs from that union contains the span (layer 0 certifies a wrong batch).
+
+For one sentence the order then comes from the coefficients. Writing every row of ``Q`` in that span (least squares) gives each
 token ``v`` a coefficient vector ``w_v`` (``k`` numbers) and each position ``p`` one, ``u_p``; the truth has
 ``w_v = Σ_{p: v_p = v} u_p`` exactly (both carry ``c_p/σ_p``). A token at one position matches that position's
 ``u_p``; a repeated token, the sum of its positions'. ``order_tokens`` matches exact subsets, smallest first.
@@ -41,18 +45,18 @@ def _without_positions(inputs: EmbeddingInputs, length: int) -> torch.Tensor:
     return input_basis(torch.cat([inputs.positions[:length] * inputs.gamma, inputs.beta[None]]))
 
 
-def fits(inputs: EmbeddingInputs, basis: torch.Tensor, length: int) -> bool:
-    """True when the width leaves room for the test: ``n`` tokens, ``n`` positions, ``β`` and the ``k`` span
-    directions below ``d`` (beyond it any span lies in the tokens' and the positions' parts)."""
-    return 2 * length + 1 + basis.shape[0] < inputs.tokens.shape[1]
+def fits(inputs: EmbeddingInputs, basis: torch.Tensor, length: int, sentences: int = 1) -> bool:
+    """True when the width leaves room for the test: up to ``sentences·n`` tokens, ``n`` positions, ``β`` and
+    the ``k`` span directions below ``d`` (beyond it any span lies in the tokens' and the positions' parts)."""
+    return (sentences + 1) * length + 1 + basis.shape[0] < inputs.tokens.shape[1]
 
 
-def token_set(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
-              known: Sequence[int], certified: float) -> tuple[list[int], float]:
-    """The distinct tokens of a sentence of ``length`` positions whose first-layer inputs contain the span
-    ``basis``: ``known`` ones (its [CLS] and [SEP]) first, then vocabulary tokens picked by the pursuit until
-    what is left of the span is below ``certified`` (or ``length`` tokens are picked). Returns the tokens
-    (``known`` first) and the squared norm of the span they leave unexplained."""
+def tokens_in_span(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
+                   known: Sequence[int], certified: float, sentences: int = 1) -> tuple[list[int], float]:
+    """The distinct tokens of ``sentences`` sentences of up to ``length`` positions whose first-layer inputs
+    contain the span ``basis``: ``known`` ones ([CLS] and [SEP]) first, then vocabulary tokens picked by the
+    pursuit until what is left of the span is below ``certified`` (or there is one a position). Returns the
+    tokens (``known`` first) and the squared norm of the span they leave unexplained."""
     fixed = _without_positions(inputs, length)
 
     def outside(rows: torch.Tensor) -> torch.Tensor:
@@ -64,7 +68,7 @@ def token_set(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor,
     tokens = list(known)
     alive = torch.ones(len(vocab), dtype=torch.bool, device=vocab.device)
     alive[torch.isin(vocab, torch.as_tensor(list(known), device=vocab.device))] = False
-    while len(tokens) < length and bool(alive.any()):
+    while len(tokens) < sentences * length and bool(alive.any()):
         score, explained = pursuit.scores(certified)
         if explained:
             break
@@ -124,14 +128,14 @@ def order_tokens(w: torch.Tensor, u: torch.Tensor, tokens: Sequence[int], ends: 
     return ids
 
 
-def token_set_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
+def sentence_from_span(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
                        special: tuple[int, int], certified: float) -> tuple[list[int], float] | None:
     """The sentence of ``length`` positions (with [CLS] and [SEP]) from its token set and the coefficients,
     and its layer-0 residual; ``None`` when the width leaves no room (``fits``) or no set of at most
     ``length`` tokens explains the span (not this length, or a span too noisy to certify)."""
     if not fits(inputs, basis, length):
         return None
-    tokens, left = token_set(basis, inputs, vocab, length, list(dict.fromkeys(special)), certified)
+    tokens, left = tokens_in_span(basis, inputs, vocab, length, list(dict.fromkeys(special)), certified)
     if left >= certified:
         return None
     w, u = coefficients(basis, inputs, tokens, length)
