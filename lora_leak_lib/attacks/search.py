@@ -122,6 +122,30 @@ def descent_step(current: Any, moves: Sequence[Move], score: Callable[[list], to
     return candidates[j], float(trial[j])
 
 
+def coordinate_sweeps(ids: Sequence[int], best: float, positions: Sequence[int],
+                      at_position: Callable[[list[int], int], tuple[list[int], float]],
+                      rearranged: Callable[[list[int]], tuple[list[int], float]],
+                      sweeps: int) -> tuple[list[int], float]:
+    """Local search by sweeps (lower is better; ``best`` is the score of ``ids``): each sweep visits ``positions``
+    and keeps ``at_position(ids, p)``'s sentence when it scores lower, then keeps ``rearranged(ids)``'s (the
+    best swap or move) while it scores lower. Stops after ``sweeps`` sweeps or a sweep that gained nothing."""
+    ids = list(ids)
+    for _ in range(sweeps):
+        start = best
+        for p in positions:
+            candidate, value = at_position(ids, p)
+            if value < best - 1e-12:
+                ids, best = candidate, value
+        while True:
+            trial, value = rearranged(ids)
+            if value >= best - 1e-12:
+                break
+            ids, best = trial, value
+        if best >= start - 1e-12:
+            break
+    return ids, best
+
+
 # --- kicks: iterated local search's jump away from a local minimum -----------------------------------------------
 # Each search keeps the draws it always made (CPU generator, same calls, same order), so a seed gives the same
 # sentence it gave before the kicks were shared.

@@ -32,7 +32,7 @@ import torch
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
 from .lora_best import LoRABest
 from .inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, lora_a_is_zero, public_inputs
-from .search import input_basis, rearrangements_at
+from .search import coordinate_sweeps, input_basis, rearrangements_at
 from .span import labels_for
 
 RIDGE = 1e-9
@@ -175,30 +175,21 @@ def refine_signs(inputs: EmbeddingInputs, signs: torch.Tensor, vocab: torch.Tens
     """Local search on ``certificate``: at each inner position the ``shortlist`` tokens of ``vocab`` the score test
     ranks first (the others held) are tried exactly and the best kept; then swaps and moves while they help.
     Returns the ids and their certificate."""
-    ids = list(ids)
     positions = list(range(len(ids)))
-    best = float(certificate(inputs.vectors(ids, positions), signs))
-    for _ in range(sweeps):
-        start = best
-        for p in range(1, len(ids) - 1):
-            others = [q for q in positions if q != p]
-            x = inputs.vectors([ids[q] for q in others], others)
-            scores = addition_scores(inputs, working_residual(x, signs), x, [p], vocab)[0]
-            tokens = vocab[torch.argsort(scores, descending=True)[:shortlist]]
-            trials = torch.tensor(ids, device=tokens.device).repeat(len(tokens), 1)
-            trials[:, p] = tokens
-            values = _certificates(inputs, signs, trials)
-            j = int(torch.argmin(values))
-            if float(values[j]) < best - 1e-12:
-                ids, best = trials[j].tolist(), float(values[j])
-        while True:
-            trial, value = best_rearrangement(inputs, signs, ids, window)
-            if value >= best - 1e-12:
-                break
-            ids, best = trial, value
-        if best >= start - 1e-12:
-            break
-    return ids, best
+
+    def at_position(current: list[int], p: int) -> tuple[list[int], float]:
+        others = [q for q in positions if q != p]
+        x = inputs.vectors([current[q] for q in others], others)
+        scores = addition_scores(inputs, working_residual(x, signs), x, [p], vocab)[0]
+        tokens = vocab[torch.argsort(scores, descending=True)[:shortlist]]
+        trials = torch.tensor(current, device=tokens.device).repeat(len(tokens), 1)
+        trials[:, p] = tokens
+        values = _certificates(inputs, signs, trials)
+        j = int(torch.argmin(values))
+        return trials[j].tolist(), float(values[j])
+
+    return coordinate_sweeps(ids, float(certificate(inputs.vectors(list(ids), positions), signs)), positions[1:-1],
+                             at_position, lambda current: best_rearrangement(inputs, signs, current, window), sweeps)
 
 
 def sign_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 16,

@@ -24,8 +24,8 @@ from .labels import infer_labels
 from .order import assemble_batch, default_prior
 from .registry import register
 from .span_tokens import fits, sentence_from_span, tokens_in_span
-from .search import (Pursuit, input_basis, kicked, random_inner_substitutions, rearrangements_at, subspace_residual,
-                     unexplained)
+from .search import (Pursuit, coordinate_sweeps, input_basis, kicked, random_inner_substitutions, rearrangements_at,
+                     subspace_residual, substituted, unexplained)
 
 CERTIFIED = 1e-4
 """A residual this small (sum of squares over an orthonormal basis) means the inputs explain the whole span."""
@@ -147,24 +147,12 @@ def refine(basis: torch.Tensor, inputs: EmbeddingInputs, ids: list[int], shortli
     leaves no residual (one wrong token moves the span of ``X`` off the gradient span), so the search
     repairs what the per-position test got wrong. Returns the ids and the final residual.
     """
-    ids = list(ids)
-    best = _residual(basis, inputs, ids)
-    for _ in range(sweeps):
-        start = best
-        for p in range(len(ids)):
-            if p in fixed:
-                continue
-            token, value = substitute(basis, inputs, ids, p, shortlist[p])
-            if value < best - 1e-12:
-                ids[p], best = token, value
-        while True:
-            trial, value = best_move(basis, inputs, ids, fixed)
-            if value >= best - 1e-12:
-                break
-            ids, best = trial, value
-        if best >= start - 1e-12:
-            break
-    return ids, best
+    def at_position(current: list[int], p: int) -> tuple[list[int], float]:
+        token, value = substitute(basis, inputs, current, p, shortlist[p])
+        return substituted(current, p, token), value
+
+    return coordinate_sweeps(ids, _residual(basis, inputs, list(ids)), [p for p in range(len(ids)) if p not in fixed],
+                             at_position, lambda current: best_move(basis, inputs, current, fixed), sweeps)
 
 
 def candidate_table(dist: torch.Tensor, vocab: torch.Tensor, special: tuple[int, int],
@@ -318,9 +306,10 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     dist = inputs.span_distances(basis, n, vocab)
     table = candidate_table(dist, vocab, special, shortlist)
     if token_sets and fits(inputs, basis, n, size):
-        union, left = tokens_in_span(basis, inputs, vocab, n, special, CERTIFIED, size)
+        known = list(dict.fromkeys(special))
+        union, left = tokens_in_span(basis, inputs, vocab, n, known, CERTIFIED, size)
         if left < CERTIFIED:
-            table = torch.tensor(union[2:], device=table.device).expand(n, -1)
+            table = torch.tensor(union[len(known):], device=table.device).expand(n, -1)
     table = torch.cat([table, torch.full((n, 1), special[1], device=table.device)], dim=1)
     atoms = greedy_atoms(basis, inputs, table, [(0, special[0])], capacity=size, fill=False)
     columns: list[list[int]] = [[] for _ in range(n)]
