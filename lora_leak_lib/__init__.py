@@ -4,17 +4,33 @@ Three products in folders that say so. The science, bottom to top: ``checks``, `
 ``models``, ``lora``, ``gradients``, ``data`` → ``message`` (what crosses the wire) → ``training``, ``fl``,
 ``defenses``, ``attacks`` → ``experiments`` → the front ends ``cli`` and ``widgets`` (the lab), and ``exercises``
 (the learners' checkers). The integration ``flower`` (import it: ``from lora_leak_lib import flower``) and the course
-tooling ``course`` (Colab, executed notebooks, book, student copies, grading) sit on top; this package imports
+tooling ``course`` (Colab, executed notebooks, book, student copies, grading) sit on top; ``ll.<name>`` reaches
 neither.
 """
-from . import (attacks, checks, config, data, defenses, exercises, experiments, families, fl, gradients, lora,
-               malicious, message, metrics, models, training, widgets)
-from .attacks import Knowledge, Reconstruction, get_attack
-from .config import set_seed, setup
-from .message import FederatedSetup, SharedUpdate
-from .models import PublicModel, resolve
+import importlib
+import importlib.util
 
 __version__ = "0.1.0"
-__all__ = ["FederatedSetup", "Knowledge", "PublicModel", "Reconstruction", "SharedUpdate", "attacks", "checks",
-           "config", "data", "defenses", "exercises", "experiments", "families", "fl", "get_attack", "gradients",
-           "lora", "malicious", "message", "metrics", "models", "resolve", "set_seed", "setup", "training", "widgets"]
+SUBMODULES = ("attacks", "catalog", "checks", "config", "data", "defenses", "exercises", "experiments", "families", "fl",
+              "gradients", "lora", "malicious", "message", "metrics", "models", "training", "widgets")
+"""The parts ``ll.<name>`` reaches; each is imported on first use, so ``import lora_leak_lib`` (and the command
+line, which checks its arguments first) loads no torch until something needs it."""
+NAMES = {"Knowledge": "attacks", "Reconstruction": "attacks", "get_attack": "attacks", "set_seed": "config",
+         "setup": "config", "FederatedSetup": "message", "SharedUpdate": "message", "PublicModel": "models",
+         "resolve": "models"}
+"""The names ``ll.<name>`` gives directly, and the part each comes from."""
+__all__ = sorted(SUBMODULES + tuple(NAMES))
+
+
+def __getattr__(name: str):
+    """``ll.fl``, ``ll.resolve``, ...: the part (or the name from its part), imported on first use. Any module of
+    the package is reached so (``ll.weights``, ``ll.flower``), as it was once imported."""
+    if name in NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{NAMES[name]}"), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,5 +1,11 @@
-"""The one check of every count and size in the library: a whole number within bounds, or one clear error."""
+"""The checks of a person's input that need nothing heavy: counts and sizes, ranks, rounds, texts.
+
+The command line runs them before torch or transformers load, so a bad input is answered at once; the library
+runs the same functions, so each rule is written once.
+"""
 from __future__ import annotations
+
+import unicodedata
 
 
 def check_int(value: object, name: str, least: int = 1, most: int | None = None, hint: str = "") -> int:
@@ -16,3 +22,42 @@ def check_int(value: object, name: str, least: int = 1, most: int | None = None,
 def check_positive_int(value: object, name: str, hint: str = "") -> int:
     """Return ``value`` or raise one clear error unless it is a positive integer (``bool`` is not one)."""
     return check_int(value, name, 1, hint=hint)
+
+
+DEFAULT_SEED = 0
+"""The seed every notebook, script and command uses unless told another."""
+
+
+def check_rank(rank: object, hidden_size: int | None = None, name: str = "the model") -> int:
+    """Return ``rank`` or raise one clear error unless it is a positive integer, no larger than ``hidden_size``
+    when one is given (``B·A`` then has no more directions than ``W`` itself); ``name`` names the model."""
+    check_int(rank, "LoRA rank", hint="try 8")
+    if hidden_size is not None and rank > hidden_size:
+        raise ValueError(f"LoRA rank {rank} is larger than {name}'s hidden size {hidden_size}: B·A then has no "
+                         "more directions than W itself; try 8.")
+    return rank
+
+
+SERVERS = ("honest", "malicious")
+"""What the server does with the global adapter it sends: trains it honestly, or crafts it (a random ``B``)."""
+DEFAULT_ROUNDS = 20
+"""Training steps of the global adapter before the attacked round in the CLI and benchmark: ``B ≠ 0``."""
+MAX_ROUNDS = 1000
+"""The most pre-training steps a simulation takes: past a few dozen the adapter's span no longer changes."""
+
+
+def check_rounds(rounds: object) -> int:
+    """``rounds`` (training steps of the global adapter before the attacked round), or one clear error."""
+    return check_int(rounds, "rounds", 0, MAX_ROUNDS, hint="it counts the adapter's training steps before the "
+                     f"attacked round (0: the first round, B = 0); try {DEFAULT_ROUNDS}")
+
+
+def visible_text(text: object) -> str:
+    """Return ``text`` stripped of invisible format characters (zero-width spaces, ...) and surrounding space, or
+    raise one clear error if nothing is left."""
+    if not isinstance(text, str):
+        raise ValueError(f"the text must be a string, got {type(text).__name__}.")
+    visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
+    if not visible:
+        raise ValueError("the text is empty (or only invisible characters): give a sentence of at least one word.")
+    return visible

@@ -1,59 +1,19 @@
-"""The ``lora-leak`` command: ``demo`` shows one federated LoRA step, ``attack`` rebuilds a text, ``bench`` the table."""
+"""The ``lora-leak`` command: ``demo`` shows one federated LoRA step, ``attack`` rebuilds a text, ``bench`` the table.
+
+This module parses and checks a command line without loading torch, transformers or a model, so a bad argument is
+answered at once, in one line, with exit status 2; only then does it load ``commands``, the half that does the work.
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import config, course, data, experiments, gradients, lora, models
-from .course import book as course_book, colab, executed, grading, student_copies
-from .attacks import attack_names, check_attack_name, infer_labels
-from .fl import capture_update
-from .message import FederatedSetup
-
-
-def demo(args: argparse.Namespace) -> None:
-    """One client, one private sentence, one FedSGD step with LoRA: what the server receives and rebuilds."""
-    model = models.resolve(args.model)  # the one place the demo reads a model name
-    setup = FederatedSetup(model, args.rank)  # rank against its hidden size
-    model.check_available()
-    sentences = data.course_sentences()
-    if not 0 <= args.index < len(sentences):
-        raise ValueError(f"--index {args.index} is out of range: choose 0 to {len(sentences) - 1}.")
-    config.setup(args.seed)
-    example = sentences[args.index]
-    rounds = experiments.DEFAULT_ROUNDS
-    print(f"A client fine-tunes {args.model} with LoRA (rank {args.rank} on {' and '.join(setup.targets)}) on one private")
-    print(f"sentence and sends its gradient to the server (FedSGD, seed {args.seed}). The global adapter has")
-    print(f"already trained {rounds} steps on other clients' sentences, so B ≠ 0.\n")
-    shared = capture_update([example.text], [example.label], model, rank=args.rank, rounds=rounds,
-                            seed=args.seed)
-    rows = gradients.describe_update(shared.update)
-    width = max(len(gradients.short_name(r.name)) for r in rows)
-    print("What crosses the wire:")
-    for r in rows:
-        print(f"  {gradients.short_name(r.name):<{width}}  {str(list(r.shape)):<10} {r.bytes:>7,} bytes")
-    total_model = lora.count_parameters(shared.public_model())
-    sent = sum(r.numel for r in rows)
-    print(f"  {'total':<{width}}  {sent:,} numbers, {gradients.update_bytes(shared.update):,} bytes "
-          f"= {100 * sent / total_model:.2f}% of the model's {total_model:,} parameters\n")
-    print(f"private sentence : {example.text!r}")
-    if model.family.head is not None:  # a decoder's client has no label to read
-        label = infer_labels(shared.update)[0]
-        print(f"true label       : {data.LABELS[example.label]}")
-        print(f"server reads     : label {data.LABELS[label]} from the sign of the head-bias gradient "
-              f"({'right' if label == example.label else 'wrong'})")
-    row = experiments.attack_update(shared, [example.text], "lora-best")[0]
-    print(f"server rebuilds  : {row['reconstruction']!r}")
-    print(f"token accuracy   : {row['token_accuracy']:.1%} (ROUGE-1 {row['rouge1']:.1%}), attack lora-best told "
-          f"the length, {row['seconds']:.1f} s")
-    first = capture_update([example.text], [example.label], model, rank=args.rank, rounds=0, seed=args.seed)
-    zero_a = all(float(t.abs().max()) == 0.0 for n, t in first.update.items() if "lora_A" in n)
-    print(f"round 0 caveat   : in the first round B = 0, so every dL/dA = (alpha/r)·Bᵀ·G is zero ({zero_a} here) "
-          "and the span attack has nothing to read; lora-best falls back to DLG (try `lora-leak attack --rounds 0`).")
-    print("\nThe course explains each step: open it with `jupyter lab notebooks/`.")
+from . import catalog
+from .checks import (DEFAULT_ROUNDS, DEFAULT_SEED, SERVERS, check_int, check_rank, check_rounds,
+                     visible_text)
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -74,165 +34,45 @@ def read_sentences(path: Path) -> list[str]:
     return texts
 
 
-def attack(args: argparse.Namespace) -> None:
-    """Simulate one client's LoRA update on each text, attack it, print the reconstruction and its scores.
-
-    Every input is checked before the first attack runs, so a bad line stops the run at once.
-    """
-    model = models.resolve(args.model)
-    if args.attack not in attack_names(lora_text=True):
-        check_attack_name(args.attack)  # an unknown name: the registry's message
-        raise ValueError(f"attack {args.attack!r} does not rebuild text from a LoRA update: choose one of "
-                         f"{', '.join(attack_names(lora_text=True))}.")
-    FederatedSetup(model, args.rank)  # rank against the model's hidden size
-    experiments.check_rounds(args.rounds)
-    if args.observed_rounds < 1:
-        raise ValueError(f"--observed-rounds counts the rounds the server watches, 1 or more, got {args.observed_rounds}.")
-    experiments.check_rounds(args.rounds + args.observed_rounds - 1)
-    if (args.text is None) == (args.file is None):
-        raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
-    if args.batch < 1 or args.batch > 1 and args.file is None:
-        raise ValueError(f"--batch N (got {args.batch}) puts N consecutive lines of --file in one client update: "
-                         "give N ≥ 1 and a --file.")
-    texts = read_sentences(Path(args.file)) if args.file is not None else [args.text]
-    model.check_available()
-    config.setup(args.seed)
-    tokenizer, limit = model.tokenizer, model.text_limit
-    checked = []
-    for number, text in enumerate(texts, 1):
-        where = f" (line {number} of {args.file})" if args.file is not None else ""
-        try:
-            checked.append(data.check_text(text, tokenizer))
-        except ValueError as error:
-            raise ValueError(f"{error}{where}") from error
-        count = data.n_tokens(tokenizer, checked[-1])
-        if count > limit:
-            raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}{where}: shorten it.")
-    if len(checked) % args.batch:
-        raise ValueError(f"{args.file} has {len(checked)} sentences, not a multiple of --batch {args.batch}: "
-                         "every client update needs a full batch.")
-    for start in range(0, len(checked), args.batch):
-        batch = checked[start:start + args.batch]
-        for row in experiments.attack_texts(batch, [args.label] * len(batch), model, args.rank, args.rounds,
-                                            args.attack, args.seed, observed_rounds=args.observed_rounds,
-                                            server=args.server):
-            _print_row(row, args.json)
-
-
-def _print_row(row: dict, as_json: bool) -> None:
-    """One reconstructed sentence and its scores, flushed at once (piped output arrives as it is made)."""
-    if as_json:
-        print(json.dumps(row), flush=True)
-        return
-    print(f"original       : {row['original']}")
-    print(f"reconstruction : {row['reconstruction']}")
-    print(f"token accuracy : {row['token_accuracy']:.1%}   ROUGE-1 {row['rouge1']:.1%}   "
-          f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
-    round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
-    if row["server"] == "malicious":
-        round_ += ", malicious server (crafted B)"
-    batch = f", batch {row['batch_size']}" if row.get("batch_size", 1) > 1 else ""
-    print(f"attack         : {row['attack']} on {row['model']}, r={row['rank']}, {round_}{batch}, "
-          f"{row['seconds']:.1f} s per sentence\n", flush=True)
-
-
-def bench(args: argparse.Namespace) -> None:
-    """Run the leakage table on Rotten Tomatoes sentences and print it (and write JSON with ``--out``)."""
-    if args.model is not None:
-        models.resolve(args.model)
-    settings = [s for s in experiments.BENCHMARK if args.model in (None, s.model.name)]
-    if not settings:
-        used = sorted({s.model.name for s in experiments.BENCHMARK})
-        raise ValueError(f"no setting of the table uses {args.model!r}: choose one of {', '.join(used)}.")
-    config.setup(args.seed)
-    examples = data.rotten_tomatoes(args.data, seed=args.seed)
-    results = []
-    print(f"{'setting':<58} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} {'s/sent':>7}")
-    for setting in settings:
-        result = experiments.run_setting(setting, examples, args.count, args.seed, args.dlg_steps)
-        results.append(result)
-        print(f"{setting.label():<58} {result['token_accuracy']:>9.1%} {result['rouge1']:>8.1%} "
-              f"{result['rouge2']:>8.1%} {result['seconds']:>7.2f}", flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
-
-
-def list_models(args: argparse.Namespace) -> None:
-    """The model registry: name, family and task, offline or hub, parameters (counted from the architecture) and
-    how to install."""
-    print(f"{'model':<20} {'family':<7} {'task':<15} {'where':<8} {'parameters':>12}  install")
-    for name, spec in models.MODELS.items():
-        count = lora.count_parameters(models.resolve(name).architecture())
-        print(f"{name:<20} {spec.family:<7} {spec.kind.task:<15} {'offline' if spec.offline else 'hub':<8} "
-              f"{count:>12,}  {spec.install}")
-
-
-def student(args: argparse.Namespace) -> int:
-    """Write the student copies of the notebooks with nbgrader (answers and hidden tests removed, outputs cleared),
-    or with ``--check`` list the stale ones."""
-    source = Path(args.source) if args.source else student_copies.NOTEBOOKS
-    target = Path(args.target) if args.target else source / "student"
-    if not source.is_dir():
-        raise ValueError(f"no notebook folder at {source}: pass --source with the course's notebooks/ folder.")
-    if not course.course_notebooks(source):
-        raise ValueError(f"no course notebook (NN_name.ipynb) in {source}: pass --source with the course's "
-                         "notebooks/ folder.")
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"--target {target} is a file: give a folder for the student copies.")
-    if args.check:
-        stale = student_copies.stale_student_notebooks(source, target)
-        if stale:
-            print(f"stale student notebooks (run `lora-leak student`): {', '.join(stale)}")
-            return 1
-        print(f"student notebooks in {target} are current.")
-        return 0
-    written = student_copies.write_student_notebooks(source, target)
-    print(f"wrote {len(written)} student notebooks to {target}")
-    return 0
-
-
-def grade(args: argparse.Namespace) -> int:
-    """Autograde filled-in student copies with nbgrader: points per checked exercise and the total."""
-    source = Path(args.source) if args.source else student_copies.NOTEBOOKS
-    for notebook in args.notebooks:
-        print(grading.grade(notebook, source, timeout=args.timeout).table(), flush=True)
-    return 0
-
-
-def colab_cells(args: argparse.Namespace) -> int:
-    """Write every Colab badge and install cell from pyproject's URL, with ``--check`` list those that differ, or
-    with ``--bundle`` build the wheel a student uploads to Colab."""
-    if args.bundle:
-        wheel = colab.bundle(Path(args.out))
-        print(f"wrote {wheel}: upload it to Colab's Files pane (/content), or to MyDrive on Google Drive and mount "
-              "Drive; each notebook's install cell installs it (`pip install` it anywhere else).")
-        return 0
-    if args.check:
-        problems = colab.check()
-        for problem in problems:
-            print(problem)
-        if problems:
-            print(f"{len(problems)} Colab badges or install cells disagree with pyproject.toml: run `lora-leak colab`.")
-            return 1
-        print(f"every Colab badge and install cell opens {colab.repository()}.")
-        return 0
-    changed = colab.write()
-    names = ", ".join(str(p.relative_to(colab.ROOT)) for p in changed)
-    print(f"rewrote {len(changed)} files from {colab.repository()}" + (f": {names}" if changed else ""))
-    return 0
-
-
-def book(args: argparse.Namespace) -> None:
-    """Write the course book (pages, course map, glossary) from the notebooks' committed outputs, running those
-    whose outputs are stale in quick mode."""
-    pages = course_book.build(args.notebooks, args.out)
-    print(f"wrote {len(pages)} pages to {args.out}: open {Path(args.out) / 'index.html'}")
-
-
-def execute(args: argparse.Namespace) -> None:
-    """Run solution notebooks in place and commit their cleaned outputs (all by default)."""
-    executed.execute(executed.notebook_paths(args.notebook), args.mode)
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every check of a command line that needs no model: names, counts, texts and files (``attack`` reads its file
+    and keeps the visible texts as ``args.texts``). One ``ValueError`` for the first problem found."""
+    if getattr(args, "model", None) is not None:
+        spec = catalog.check_model_name(args.model)
+        if hasattr(args, "rank"):
+            check_rank(args.rank, spec.hidden_size, args.model)
+    if hasattr(args, "seed"):
+        check_int(args.seed, "--seed", 0)
+    if args.run == "demo":
+        check_int(args.index, "--index", 0, hint="it picks a course sentence")
+    if args.run == "bench":
+        check_int(args.count, "--count", hint="sentences per setting")
+        check_int(args.dlg_steps, "--dlg-steps", hint="DLG's optimiser steps")
+        if args.data is not None and not Path(args.data).is_dir():
+            raise ValueError(f"no folder at {args.data}: give the folder holding rt-polarity.pos and .neg (README, "
+                             "Benchmarks, says how to get it).")
+    if args.run == "attack":
+        check_rounds(args.rounds)
+        if args.observed_rounds < 1:
+            raise ValueError(f"--observed-rounds counts the rounds the server watches, 1 or more, got "
+                             f"{args.observed_rounds}.")
+        check_rounds(args.rounds + args.observed_rounds - 1)
+        if (args.text is None) == (args.file is None):
+            raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
+        if args.batch < 1 or args.batch > 1 and args.file is None:
+            raise ValueError(f"--batch N (got {args.batch}) puts N consecutive lines of --file in one client update: "
+                             "give N ≥ 1 and a --file.")
+        texts = read_sentences(Path(args.file)) if args.file is not None else [args.text]
+        args.texts = []
+        for number, text in enumerate(texts, 1):
+            try:
+                args.texts.append(visible_text(text))
+            except ValueError as error:
+                where = f" (line {number} of {args.file})" if args.file is not None else ""
+                raise ValueError(f"{error}{where}") from error
+        if len(args.texts) % args.batch:
+            raise ValueError(f"{args.file} has {len(args.texts)} sentences, not a multiple of --batch {args.batch}: "
+                             "every client update needs a full batch.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,72 +80,81 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-leak", description="Private-data leakage from LoRA gradients.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="one federated LoRA step on a private sentence, and what leaks")
-    p.add_argument("--model", default="tiny-bert", help=f"one of {', '.join(models.MODELS)}")
+    p.add_argument("--model", default="tiny-bert", help=f"one of {', '.join(catalog.MODELS)}")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
     p.add_argument("--index", type=int, default=6, help="which course sentence the client holds")
-    p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
-    p.set_defaults(run=demo)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.set_defaults(run="demo")
     p = commands.add_parser("attack", help="simulate a client's LoRA update on a text and rebuild the text")
-    p.add_argument("--model", default="tiny-bert", help=f"one of {', '.join(models.MODELS)}")
+    p.add_argument("--model", default="tiny-bert", help=f"one of {', '.join(catalog.MODELS)}")
     p.add_argument("--text", help="the private sentence")
     p.add_argument("--file", help="a text file, one private sentence a line (each one client update)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
-    p.add_argument("--rounds", type=int, default=experiments.DEFAULT_ROUNDS,
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help="training steps of the global adapter before this round (0: first round, B = 0)")
-    p.add_argument("--attack", default="lora-best", help=f"one of {', '.join(attack_names(lora_text=True))}")
+    p.add_argument("--attack", default="lora-best",
+                   help="a registered attack that rebuilds text (default lora-best; an unknown name lists them)")
     p.add_argument("--observed-rounds", type=int, default=1,
                    help="rounds in which the server watches this client send the same text (1: one message)")
     p.add_argument("--batch", type=int, default=1,
                    help="N consecutive lines of --file form one client's update (a batch of N sentences)")
-    p.add_argument("--server", default="honest", choices=experiments.multi_round.SERVERS,
+    p.add_argument("--server", default="honest", choices=SERVERS,
                    help="honest: the global adapter as trained; malicious: a crafted one (random B: round 0 leaks)")
     p.add_argument("--label", type=int, default=1, choices=(0, 1), help="the sentence's label (classifiers)")
-    p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--json", action="store_true", help="print one JSON object per sentence")
-    p.set_defaults(run=attack)
+    p.set_defaults(run="attack")
     p = commands.add_parser("bench", help="the leakage table on Rotten Tomatoes sentences")
-    p.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
+    p.add_argument("--data", default=None,
+                   help="folder with rt-polarity.pos/.neg (Pang & Lee's public sentence polarity data: README, Benchmarks, "
+                        "says how to get it); without it, the hub's rotten_tomatoes (internet and `pip install datasets`)")
     p.add_argument("--count", type=int, default=20, help="sentences per setting")
     p.add_argument("--model", default=None, help="only the settings of this model")
     p.add_argument("--dlg-steps", type=int, default=200, help="DLG steps for the round-0 setting")
     p.add_argument("--out", default=None, help="also write the results as JSON to this file")
-    p.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
-    p.set_defaults(run=bench)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.set_defaults(run="bench")
     p = commands.add_parser("models", help="the models the course knows: offline or hub, size, install command")
-    p.set_defaults(run=list_models)
+    p.set_defaults(run="list_models")
     p = commands.add_parser("student", help="write the student copies of the notebooks with nbgrader")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a student copy is stale")
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--target", default=None, help="where student copies go (default: SOURCE/student)")
-    p.set_defaults(run=student)
+    p.set_defaults(run="student")
     p = commands.add_parser("grade", help="autograde filled-in student copies with nbgrader (points per exercise)")
     p.add_argument("notebooks", nargs="+", help="student copies, named like the course notebook (NN_name.ipynb)")
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--timeout", type=int, default=900, help="seconds a cell may run (default: 900)")
-    p.set_defaults(run=grade)
+    p.set_defaults(run="grade")
     p = commands.add_parser("colab", help="write every Colab badge and install cell from pyproject's Repository URL")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a badge or install cell differs")
     p.add_argument("--bundle", action="store_true",
                    help="write nothing but one wheel (the library and its data) for Colab, without a public repository")
     p.add_argument("--out", default="dist", help="the folder --bundle writes the wheel into")
-    p.set_defaults(run=colab_cells)
+    p.set_defaults(run="colab_cells")
     p = commands.add_parser("book", help="the notebooks' outputs as an HTML book with a course map and glossary")
     p.add_argument("--notebooks", default=None, help="comma-separated numbers, e.g. 00,01 (default: all)")
     p.add_argument("--out", default="_book", help="the folder to write the book into")
-    p.set_defaults(run=book)
+    p.set_defaults(run="book")
     p = commands.add_parser("execute", help="run solution notebooks in place and keep their cleaned outputs")
     p.add_argument("notebook", nargs="*", help="numbers (01) or paths of solution notebooks (default: all)")
     p.add_argument("--mode", choices=("quick", "full"), default=None,
                    help="LORA_LEAK_MODE for the run (default: the library's choice, full on a GPU)")
-    p.set_defaults(run=execute)
+    p.set_defaults(run="execute")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; a ``ValueError`` becomes one line on stderr and exit status 2."""
+    """Entry point of the console script; a ``ValueError`` becomes one line on stderr and exit status 2.
+
+    The arguments are checked first, with nothing heavy loaded; ``commands`` (torch, transformers, the models) is
+    imported only for a command line that passed.
+    """
     args = build_parser().parse_args(argv)
     try:
-        status = args.run(args)
+        check_arguments(args)
+        commands = importlib.import_module(f"{__package__}.commands")
+        status = getattr(commands, args.run)(args)
     except KeyboardInterrupt:
         print("lora-leak: interrupted.", file=sys.stderr)
         return 130

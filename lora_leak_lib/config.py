@@ -13,10 +13,11 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from .checks import DEFAULT_SEED  # a default the CLI reads before torch loads
+
 MODE_VARIABLE = "LORA_LEAK_MODE"
 """Environment variable that picks the mode: ``quick`` (small models, few steps) or ``full``."""
 
-DEFAULT_SEED = 0
 T = TypeVar("T")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from . import config
+from .checks import visible_text
 
 
 def _installed_or_clone(packaged: str, clone: str) -> Path:
@@ -57,11 +57,16 @@ def recorded(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+RT_POLARITY = ("Pang & Lee's public sentence polarity data: `curl -L https://www.cs.cornell.edu/people/pabo/"
+               "movie-review-data/rt-polaritydata.tar.gz | tar xz` makes the folder rt-polaritydata")
+"""Where the Rotten Tomatoes sentences of the benchmarks come from, and the command that fetches them."""
+
+
 def rotten_tomatoes(path: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Example]:
     """Rotten Tomatoes sentences (Pang & Lee 2005), shuffled with ``seed``.
 
-    ``path`` is a folder holding ``rt-polarity.pos`` and ``rt-polarity.neg``. Without it, the
-    Hugging Face ``rotten_tomatoes`` dataset is loaded (needs internet and the ``datasets`` package).
+    ``path`` is a folder holding ``rt-polarity.pos`` and ``rt-polarity.neg`` (``RT_POLARITY`` says where to get
+    them). Without it, the Hugging Face ``rotten_tomatoes`` dataset is loaded (needs internet and ``datasets``).
     """
     if path is None:
         examples = _rotten_tomatoes_from_hub()
@@ -70,7 +75,8 @@ def rotten_tomatoes(path: str | Path | None = None, limit: int | None = None, se
         files = {label: folder / f"rt-polarity.{name}" for label, name in ((1, "pos"), (0, "neg"))}
         missing = [str(f) for f in files.values() if not f.exists()]
         if missing:
-            raise ValueError(f"no Rotten Tomatoes file at {missing[0]}: pass the folder holding rt-polarity.pos/.neg.")
+            raise ValueError(f"no Rotten Tomatoes file at {missing[0]}: pass the folder holding rt-polarity.pos/.neg "
+                             f"({RT_POLARITY}).")
         examples = [Example(line.strip(), label) for label, file in files.items()
                     for line in read_lines(file) if line.strip()]
     random.Random(seed).shuffle(examples)
@@ -93,9 +99,8 @@ def _rotten_tomatoes_from_hub() -> list[Example]:
     try:
         from datasets import load_dataset
     except ImportError as error:
-        raise ValueError(
-            "Rotten Tomatoes needs a path to rt-polarity.pos/.neg, or `pip install datasets` and internet."
-        ) from error
+        raise ValueError(f"Rotten Tomatoes needs the folder holding rt-polarity.pos/.neg ({RT_POLARITY}), "
+                         "or `pip install datasets` and internet.") from error
     split = load_dataset("rotten_tomatoes", split="train")
     return [Example(row["text"], int(row["label"])) for row in split]
 
@@ -103,11 +108,7 @@ def _rotten_tomatoes_from_hub() -> list[Example]:
 def check_text(text: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
     """Return ``text`` stripped of invisible format characters (zero-width spaces, ...) and surrounding space,
     or raise one clear error if nothing is left or (given a ``tokenizer``) every word piece is unknown."""
-    if not isinstance(text, str):
-        raise ValueError(f"the text must be a string, got {type(text).__name__}.")
-    visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
-    if not visible:
-        raise ValueError("the text is empty (or only invisible characters): give a sentence of at least one word.")
+    visible = visible_text(text)
     if tokenizer is not None:
         ids = tokenizer.encode(visible, add_special_tokens=False)
         if all(i == tokenizer.unk_token_id for i in ids):

@@ -10,13 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from . import families, models
-from .checks import check_int
-
-
-
-def check_rank(rank: int) -> None:
-    """Raise one clear error unless ``rank`` is a positive integer."""
-    check_int(rank, "LoRA rank", hint="try 8")
+from .checks import check_rank
 
 
 class LoRALinear(nn.Module):

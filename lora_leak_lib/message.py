@@ -14,7 +14,7 @@ from peft import PeftModel
 from torch import nn
 
 from . import config, gradients, lora, models
-from .checks import check_positive_int
+from .checks import check_positive_int, check_rank
 
 PROTOCOLS = ("fedsgd", "fedavg")
 """FedSGD: each client sends one gradient of one batch. FedAvg: each client sends the delta of E local steps."""
@@ -66,7 +66,7 @@ class FederatedSetup:
         if not isinstance(self.model, models.PublicModel):
             raise ValueError(f"the set-up's model must be resolved, got {self.model!r}: pass "
                              f"models.resolve({self.model!r}).")
-        lora.check_rank(self.rank)
+        check_rank(self.rank, None if self.full_finetune else self.model.hidden_size, self.model.name)
         check_protocol(self.protocol)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
@@ -74,10 +74,6 @@ class FederatedSetup:
         check_positive_int(self.batch_size, "batch_size")
         if not self.lr > 0:
             raise ValueError(f"the learning rate must be positive, got {self.lr!r}.")
-        hidden = self.model.hidden_size
-        if not self.full_finetune and self.rank > hidden:
-            raise ValueError(f"LoRA rank {self.rank} is larger than {self.model.name}'s hidden size {hidden}: B·A "
-                             f"then has no more directions than W itself; try 8.")
         if self.alpha is not None and not self.alpha > 0:
             raise ValueError(f"LoRA alpha scales B·A by alpha/r and must be positive, got {self.alpha!r}: try 2·r.")
         if self.alpha is None:

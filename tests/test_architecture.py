@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lora_leak_lib as ll
-from lora_leak_lib import cli, widgets
+from lora_leak_lib import cli, commands, widgets
 from lora_leak_lib.models import resolve
 from test_import_graph import import_graph
 
@@ -34,7 +34,7 @@ def test_layers_point_one_way():
             assert not any(inside(m, *parties[1:]) for m in imports), imports
         if inside(name, f"{lib}.attacks"):
             assert not any(inside(m, f"{lib}.fl", f"{lib}.defenses", f"{lib}.training") for m in imports), name
-        if not inside(name, f"{lib}.course", f"{lib}.cli"):  # the course tooling sits on top, beside the CLI
+        if not inside(name, f"{lib}.course", f"{lib}.cli", f"{lib}.commands"):  # the course tooling sits on top
             assert not any(inside(m, f"{lib}.course") for m in imports), name
 
 
@@ -53,9 +53,9 @@ def _choices(parser, option: str) -> tuple[str, ...]:
 def test_every_menu_of_attacks_comes_from_the_one_registry():
     names = ll.attacks.attack_names(lora_text=True)
     assert names[0] == "lora-best" and set(names) <= set(ll.attacks.ATTACKS)
-    attack_parser = cli.build_parser()._subparsers._group_actions[0].choices["attack"]
-    help_text = next(a for a in attack_parser._actions if "--attack" in a.option_strings).help
-    assert help_text == f"one of {', '.join(names)}"
+    other = next(name for name in ll.attacks.ATTACKS if name not in names)  # one that rebuilds no text
+    with pytest.raises(ValueError, match=f"attack '{other}' does not rebuild text .*choose one of {', '.join(names)}"):
+        commands.attack(cli.build_parser().parse_args(["attack", "--attack", other, "--text", "hi"]))
     assert widgets.lab_attacks() == names
     for script in ("lora_leakage.py", "defenses.py"):
         assert _choices(_load_script(REPO / "benchmarks" / script).build_parser(), "--attack") == names
@@ -151,8 +151,8 @@ def test_the_readme_brings_its_own_dlg_loop_using_documented_names_only():
     assert len(rows) == 1 and 0.0 <= rows[0]["token_accuracy"] <= 1.0 and rows[0]["original"]
 
 
-FRONT_ENDS = {"models", "cli", "widgets"}
-"""Where a model's name may be read: the registry that resolves it, the command line and the lab."""
+FRONT_ENDS = {"models", "cli", "commands", "widgets"}
+"""Where a model's name may be read: the registry that resolves it, the command line (both halves) and the lab."""
 
 
 def name_readers(source: str) -> list[str]:
@@ -199,7 +199,7 @@ def test_importing_the_library_loads_neither_the_integration_nor_the_course_tool
     import subprocess
     import sys
 
-    code = "import sys, lora_leak_lib; print(sorted(m for m in sys.modules if m.startswith(('lora_leak_lib.flower', " \
-           "'lora_leak_lib.course', 'flwr'))))"
+    code = "import sys, lora_leak_lib as ll; [getattr(ll, name) for name in ll.__all__]; " \
+           "print(sorted(m for m in sys.modules if m.startswith(('lora_leak_lib.flower', 'lora_leak_lib.course', 'flwr'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", loaded

@@ -114,7 +114,7 @@ def test_the_workflow_tests_then_publishes_the_book_once_enabled():
     assert "push" in flow[True]
     test, deploy = flow["jobs"]["test"], flow["jobs"]["pages"]
     runs = [step.get("run", "") for step in test["steps"]]
-    assert "bash .ci/run" in runs and any(r.startswith("lora-leak book") for r in runs)
+    assert "bash .ci/run" in runs and any(r.startswith(".venv/bin/lora-leak book") for r in runs)  # .ci/run's venv
     upload = next(s for s in test["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert upload["with"]["path"] == "_book" and "vars.PUBLISH_BOOK" in upload["if"]
     assert deploy["needs"] == "test" and "vars.PUBLISH_BOOK" in deploy["if"]

@@ -1,8 +1,10 @@
 """environment.yml and pyproject.toml describe the same environment, the console script exists, and the wheel
 (`lora-leak colab --bundle`) carries the library and its data into a fresh virtual environment."""
 import re
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -104,14 +106,47 @@ def test_the_bundle_holds_every_module_and_the_course_data(bundle):
     assert {f"lora_leak_lib/_results/{p.name}" for p in (ROOT / "benchmarks/results").glob("*.json")} <= names
 
 
+def environment_venv(path: Path) -> Path:
+    """A fresh virtual environment at ``path`` that sees the packages of the environment these tests run in.
+
+    ``python -m venv --system-site-packages`` would show the *base* interpreter's packages, which inside a virtual
+    environment (as users on Debian and Ubuntu must work) lack torch or the MiniLM weights. Instead the new
+    environment gets a ``.pth`` file naming this environment's site folders, after its own: a package installed into
+    it (the wheel) comes first, and everything else is what the tests already run with. Nothing is downloaded.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    here = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")} | set(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        here.add(site.getusersitepackages())
+    python = path / "bin" / "python"
+    (theirs,) = {subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                capture_output=True, text=True, check=True).stdout.strip()}
+    Path(theirs, "outer_environment.pth").write_text("".join(f"{p}\n" for p in sorted(here) if Path(p).is_dir()))
+    return python
+
+
+def test_a_nested_environment_sees_this_one(tmp_path):
+    """The venv the bundle test builds imports torch and the MiniLM weights' package from the environment the tests
+    run in (a venv inside a venv included), and its own site folder comes first."""
+    python = environment_venv(tmp_path / "venv")
+    code = ("import sys, torch, sysconfig, importlib.metadata as m; print(torch.__file__); "
+            "print(sysconfig.get_paths()['purelib']); print(sys.prefix)")
+    torch_file, purelib, prefix = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                                                 check=True).stdout.split()
+    import torch
+
+    assert Path(torch_file) == Path(torch.__file__)
+    assert Path(prefix) == tmp_path / "venv" and Path(purelib).is_relative_to(tmp_path / "venv")
+
+
 def test_the_bundle_installs_in_a_fresh_venv_and_the_demo_runs_there(bundle, tmp_path):
-    """No clone: the venv sees the machine's torch and transformers (nothing to download), but lora_leak_lib comes
-    from the wheel, run from a folder outside the repository."""
+    """No clone: the venv sees this environment's torch and transformers (``--no-index``: nothing is downloaded,
+    so a missing dependency fails here instead of pulling a CUDA build), but lora_leak_lib comes from the wheel,
+    run from a folder outside the repository."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
-    python, elsewhere = venv / "bin" / "python", tmp_path / "elsewhere"
+    python, elsewhere = environment_venv(venv), tmp_path / "elsewhere"
     elsewhere.mkdir()
-    subprocess.run([python, "-m", "pip", "install", "-q", str(bundle)], check=True, cwd=elsewhere)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", str(bundle)], check=True, cwd=elsewhere)
     read = "import lora_leak_lib.data as d; print(d.DATA_DIR, len(d.course_sentences()))"
     found = subprocess.run([python, "-c", read], cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
     assert Path(found[0]).is_relative_to(venv) and Path(found[0]).name == "_data" and int(found[1]) >= 45

@@ -6,20 +6,8 @@ from typing import Sequence
 from transformers import PreTrainedTokenizerBase
 
 from .. import metrics
-from ..checks import check_int
+from ..checks import DEFAULT_ROUNDS, MAX_ROUNDS, check_rounds  # noqa: F401 (re-exported)
 from ..attacks import Attack, Knowledge, Reconstruction, SharedUpdate, get_attack
-
-DEFAULT_ROUNDS = 20
-"""Training steps of the global adapter before the attacked round in the CLI and benchmark: ``B ≠ 0``."""
-MAX_ROUNDS = 1000
-"""The most pre-training steps a simulation takes: past a few dozen the adapter's span no longer changes."""
-
-
-def check_rounds(rounds: object) -> int:
-    """``rounds`` (training steps of the global adapter before the attacked round), or one clear error."""
-    return check_int(rounds, "rounds", 0, MAX_ROUNDS, hint="it counts the adapter's training steps before the "
-                     f"attacked round (0: the first round, B = 0); try {DEFAULT_ROUNDS}")
-
 
 def reference_ids(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """The token ids of each private sentence without special tokens: what a perfect attack returns."""

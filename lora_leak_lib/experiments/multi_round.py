@@ -19,11 +19,10 @@ from .. import config, data, fl, malicious, models
 from ..attacks import Knowledge, get_attack
 from ..attacks.inputs import allowed_tokens, lora_a_is_zero
 from ..attacks.span import stacked_span
-from ..checks import check_int, check_positive_int
+from ..checks import SERVERS, check_int, check_positive_int
 from ..message import FederatedSetup, SharedUpdate, check_protocol
 from .core import DEFAULT_ROUNDS, check_rounds, longest, score
 
-SERVERS = ("honest", "malicious")
 """What the server sends: the honest global adapter, or one it crafted (``malicious.craft_adapter``)."""
 
 
