@@ -1,4 +1,4 @@
-"""Adam deltas (issue 24, item 4): the span attack (``lora-best``) against the sign attack (``attacks/sign.py``) on
+"""Adam deltas (issue 24, item 4): the span attack (``lora-best``) against the sign attack (``benchmarks/sign_attack.py``) on
 FedAvg clients that train their adapter with Adam, whose first-layer ``lora_A`` delta is about ``−lr·sign(g)``.
 
 Run from the repository root: ``python benchmarks/adam_delta.py [--data ../shared/data/rt-polarity]``. Prints one
@@ -18,7 +18,7 @@ import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib.attacks import Knowledge
-from lora_leak_lib.attacks.sign import sign_span_attack
+from sign_attack import sign_span_attack  # research beside this script, not in the library
 from lora_leak_lib.experiments.core import score
 from lora_leak_lib.experiments.multi_round import Watch, attack_watched, watched_messages
 

@@ -19,7 +19,7 @@ from .message import FederatedSetup
 def demo(args: argparse.Namespace) -> None:
     """One client, one private sentence, one FedSGD step with LoRA: what the server receives and rebuilds."""
     model = models.resolve(args.model)  # the one place the demo reads a model name
-    setup = FederatedSetup(model, args.rank)
+    setup = FederatedSetup(model=model, rank=args.rank)
     model.check_available()
     sentences = data.course_sentences()
     if not 0 <= args.index < len(sentences):

@@ -262,8 +262,9 @@ def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int =
     """
     check_protocol(protocol)
     check_int(rounds, "rounds", 0)
-    setup = FederatedSetup(model, rank, alpha, tuple(targets), train_head, 2, seed, protocol, lr,
-                           local_steps, optimizer, batch_size)
+    setup = FederatedSetup(model=model, rank=rank, alpha=alpha, targets=tuple(targets), train_head=train_head,
+                           model_seed=seed, protocol=protocol, lr=lr, local_steps=local_steps, optimizer=optimizer,
+                           batch_size=batch_size)
     shards, evaluation = split_among_clients(load_examples(source, limit, seed), n_clients, held_out, seed)
     config.set_seed(seed)
     shared = setup.build_model()
@@ -295,8 +296,8 @@ def capture_update(texts: Sequence[str], labels: Sequence[int], model: models.Pu
     check_labels(texts, labels)
     check_int(rounds, "rounds", 0, hint="it counts the adapter's training steps before this round, 0 or more")
     config.set_seed(seed)
-    setup = FederatedSetup(model, rank, alpha, tuple(targets), train_head, 2, seed, "fedsgd",
-                           batch_size=len(texts))
+    setup = FederatedSetup(model=model, rank=rank, alpha=alpha, targets=tuple(targets), train_head=train_head,
+                           model_seed=seed, protocol="fedsgd", batch_size=len(texts))
     public = [e for e in data.course_sentences() if e.text not in texts]
     return _one_message(setup, trained_adapter(setup, public, rounds, seed), texts, labels, rounds, seed)
 
@@ -346,7 +347,7 @@ def capture_full_update(texts: Sequence[str], labels: Sequence[int],
     """One client's FedSGD gradient under FULL fine-tuning (no LoRA): every parameter trains and is shared."""
     check_labels(texts, labels)
     config.set_seed(seed)
-    setup = FederatedSetup(model, model_seed=seed, protocol="fedsgd", batch_size=len(texts),
+    setup = FederatedSetup(model=model, model_seed=seed, protocol="fedsgd", batch_size=len(texts),
                            full_finetune=True)
     return _one_message(setup, setup.build_model(), texts, labels, 0, seed)
 

@@ -36,7 +36,7 @@ def round_messages(received: Mapping[tuple[int, int], M], round: int) -> list[M]
     return [m for (_, r), m in sorted(received.items()) if r == round]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FederatedSetup:
     """The public set-up every party knows: model, LoRA configuration, protocol and its step sizes.
 

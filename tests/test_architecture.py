@@ -203,3 +203,15 @@ def test_importing_the_library_loads_neither_the_integration_nor_the_course_tool
            "print(sorted(m for m in sys.modules if m.startswith(('lora_leak_lib.flower', 'lora_leak_lib.course', 'flwr'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", loaded
+
+
+def test_every_attack_module_registers_an_attack_or_serves_one():
+    """Research no attack uses lives in benchmarks/ (``import lora_leak_lib.attacks`` imports every module of the
+    package to find its attacks): each module registers an attack or is imported by another library module."""
+    sources = {path: path.read_text(encoding="utf-8") for path in ROOT.rglob("*.py")}
+    for path, source in sources.items():
+        if path.parent != ROOT / "attacks" or path.stem in ("__init__", "base", "registry"):
+            continue
+        imported = re.compile(rf"from \.{path.stem} import|from \.\.attacks\.{path.stem} import|attacks\.{path.stem}\b")
+        users = [other for other, text in sources.items() if other != path and imported.search(text)]
+        assert "@register(" in source or users, f"{path.name}: no attack registered, imported by no library module"

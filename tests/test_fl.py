@@ -237,3 +237,12 @@ def test_a_cached_global_adapter_gives_exactly_the_update_a_fresh_training_gives
     for name in fresh.update:
         assert torch.equal(fresh.update[name], cached.update[name]), name
         assert torch.equal(fresh.global_state[name], cached.global_state[name]), name
+
+
+def test_the_set_up_takes_keywords_only():
+    """Twelve knobs read by position were a bare ``2`` for ``num_labels``: every field is named at the call."""
+    import dataclasses
+
+    assert all(field.kw_only for field in dataclasses.fields(fl.FederatedSetup))
+    with pytest.raises(TypeError):
+        fl.FederatedSetup(resolve("tiny-bert"), 8)

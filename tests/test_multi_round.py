@@ -81,7 +81,7 @@ def test_malicious_round_zero_leaks_and_the_client_can_tell():
 
 
 def test_malicious_server_sends_and_keeps_the_crafted_adapter():
-    setup = ll.FederatedSetup(resolve("tiny-bert"), rank=2, protocol="fedsgd")
+    setup = ll.FederatedSetup(model=resolve("tiny-bert"), rank=2, protocol="fedsgd")
     model = setup.build_model()
     server = ll.malicious.MaliciousServer(setup, ll.gradients.trainable_state(model))
     sent = server.broadcast(0)

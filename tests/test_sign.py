@@ -1,12 +1,24 @@
 """The sign attack on Adam deltas: what of the input span survives ``sign``, and the 1-bit certificate."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
 import lora_leak_lib as ll
-from lora_leak_lib.attacks import sign
 from lora_leak_lib.attacks.search import input_basis
 from lora_leak_lib.experiments.multi_round import Watch, watched_messages
 
+def _research(name: str):
+    """A research module of ``benchmarks/`` (not in the library), loaded from its file."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sign = _research("sign_attack")
 TEXT = "my password is blue horse battery"
 
 

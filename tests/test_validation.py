@@ -18,12 +18,12 @@ def shared():
 
 
 def test_an_update_attacked_with_another_rank_or_model_says_so(shared):
-    other_rank = replace(shared, setup=ll.FederatedSetup(resolve("tiny-bert"), rank=4, protocol="fedsgd", batch_size=1))
+    other_rank = replace(shared, setup=ll.FederatedSetup(model=resolve("tiny-bert"), rank=4, protocol="fedsgd", batch_size=1))
     with pytest.raises(ValueError, match="does not fit the public model"):
         other_rank.public_model()
     with pytest.raises(ValueError, match="does not fit the public model"):
         ll.get_attack("dlg", steps=1).reconstruct(other_rank, ll.Knowledge(length=4))
-    other_model = replace(shared, setup=ll.FederatedSetup(resolve("minilm"), rank=8, protocol="fedsgd", batch_size=1))
+    other_model = replace(shared, setup=ll.FederatedSetup(model=resolve("minilm"), rank=8, protocol="fedsgd", batch_size=1))
     with pytest.raises(ValueError, match="columns but minilm's inputs have 384"):
         ll.get_attack("span").reconstruct(other_model)
 

@@ -72,8 +72,8 @@ def watched_messages(texts: Sequence[str], labels: Sequence[int], model: models.
     public = [e for e in data.course_sentences() if e.text not in texts]  # the other clients' data
     config.set_seed(seed)
     batch = watch.batch_size or len(texts)
-    setup = FederatedSetup(model, rank, None, (), train_head, 2, seed, watch.protocol,
-                           watch.lr, watch.local_steps, watch.optimizer, batch)
+    setup = FederatedSetup(model=model, rank=rank, train_head=train_head, model_seed=seed, protocol=watch.protocol,
+                           lr=watch.lr, local_steps=watch.local_steps, optimizer=watch.optimizer, batch_size=batch)
     model = setup.build_model()
     states = fl.trained_adapters(setup, public, rounds, watch.observed_rounds, seed)
     client = fl.Client(0, [data.Example(t, int(y)) for t, y in zip(texts, labels)], model, setup, seed)

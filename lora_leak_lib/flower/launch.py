@@ -43,7 +43,7 @@ def run_flower(model: models.PublicModel = models.TINY_BERT, n_clients: int = 3,
     require_flower()
     if secure_aggregation:
         clipping_range, quantization_range = secagg_ranges(n_clients, clipping_range, quantization_range)
-    setup = fl.FederatedSetup(model, rank, alpha, protocol="fedavg", lr=lr, local_steps=local_steps,
+    setup = fl.FederatedSetup(model=model, rank=rank, alpha=alpha, protocol="fedavg", lr=lr, local_steps=local_steps,
                               optimizer=optimizer, batch_size=batch_size, model_seed=seed)
     shards, evaluation = fl.split_among_clients(fl.load_examples(source, limit, seed), n_clients, held_out, seed)
     from ray import cloudpickle

@@ -18,10 +18,8 @@ that is still missing correlates with: a score test), then token substitutions f
 the exact certificate. Several watched rounds add rows, each with its own ``c_i``. After several local steps
 a few signs flip (the loss is then small, not 0) and nothing beyond the sign is used.
 
-Measured (benchmarks/adam_delta.py, MiniLM, 16 tokens, E = 1, R = 1): the certificate tells the truth (about
-5e-6) from random one-token changes (1e-2 and more), but 16 sign rows do not pin the sentence: a search over
-the whole vocabulary finds wrong sentences that certify *below* the truth (2e-7), so descending on it from
-``lora-best``'s sentence lowers token accuracy. A zero certificate is necessary, not sufficient, at R = 1.
+Research, not a registered attack: ``benchmarks/adam_delta.py`` scores it against ``lora-best`` and writes
+``benchmarks/results/adam_delta.json``; no product path uses it.
 """
 from __future__ import annotations
 
@@ -29,11 +27,11 @@ import time
 
 import torch
 
-from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
-from .lora_best import LoRABest
-from .inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, lora_a_is_zero, public_inputs
-from .search import coordinate_sweeps, input_basis, rearrangements_at
-from .span import labels_for
+from lora_leak_lib.attacks.base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
+from lora_leak_lib.attacks.lora_best import LoRABest
+from lora_leak_lib.attacks.inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, lora_a_is_zero, public_inputs
+from lora_leak_lib.attacks.search import coordinate_sweeps, input_basis, rearrangements_at
+from lora_leak_lib.attacks.span import labels_for
 
 RIDGE = 1e-9
 """L2 penalty of the per-row SVM, relative to the mean diagonal of ``XXᵀ``: keeps Newton's system solvable
