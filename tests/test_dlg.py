@@ -240,3 +240,17 @@ def test_kick_knobs_are_counts(knob, value):
     shared = ll.fl.capture_update([TEXT], [0], resolve("tiny-bert"), rank=4, rounds=0)
     with pytest.raises(ValueError, match=f"{knob} must be .*it counts the discrete search's steps"):
         dataclasses.replace(DLG(progress=False), **{knob: value}).reconstruct(shared, Knowledge(length=4))
+
+
+def test_a_tensor_zero_up_to_rounding_has_no_direction_for_the_cosine_distance():
+    """An attention key bias's gradient is exactly zero (softmax ignores a shift) and comes out of float32 as
+    noise of about 1e-11: its direction must not count, or the cosine loss moves with the library version."""
+    from lora_leak_lib.attacks.distances import directionless, gradient_distance
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 8, generator=generator)
+    noise = [1e-11 * torch.randn(8, generator=generator) for _ in range(2)]
+    assert directionless([weight, noise[0], torch.zeros(3)]) == [False, True, True]
+    flipped = [gradient_distance([weight, n], [weight, noise[0]], "cosine") for n in (noise[0], -noise[0], noise[1])]
+    assert max(float(d) for d in flipped) < 1e-6  # the key-bias noise's direction, right or reversed, adds nothing
+    assert not directionless([1e-4 * weight, weight])[0]  # small is not rounding

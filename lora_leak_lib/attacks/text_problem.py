@@ -15,7 +15,7 @@ from torch import nn
 from .. import config, families
 from ..arrays import randn
 from .base import Knowledge, SharedUpdate
-from .distances import check_update, gradient_distance
+from .distances import check_update_shapes, directionless, gradient_distance
 from .embedding_leak import embedding_name, sequence_length, token_set
 from .labels import infer_labels
 from .search import cover_assignment
@@ -72,7 +72,7 @@ class TextProblem:
             raise ValueError("DLG matches one FedSGD gradient (kind='gradient'); this update is a weight delta.")
         model = shared.public_model().eval()
         trainable = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-        check_update(shared.update, {n: p.shape for n, p in trainable.items()})
+        check_update_shapes(shared.update, {n: p.shape for n, p in trainable.items()})
         tokenizer = shared.setup.model.tokenizer
         word_name = next((n for n in trainable if n.endswith(embedding_name(shared.setup.model.family))), None)
         device = config.device()
@@ -116,7 +116,8 @@ class TextProblem:
         ``none``: the raw gradients (DLG). ``global``: all divided by the update's norm, so the matching loss
         is of order 1 whatever the gradients' size (the same minimiser: a fix for the optimiser's tolerances
         and epsilons). ``tensor``: each tensor divided by its own norm, so every tensor weighs the same
-        (another objective: the head's gradient no longer outweighs the adapter's).
+        (another objective: the head's gradient no longer outweighs the adapter's); a tensor that is zero up to
+        rounding (``distances.directionless``) keeps its size.
         """
         check_scale(scale)
         if self.scales is not None:  # back to the raw gradients first, so that rescaling twice is harmless
@@ -126,7 +127,9 @@ class TextProblem:
             self.scales = None
             return
         total = sum(n * n for n in norms) ** 0.5
-        self.scales = [1.0 / total if scale == "global" else (1.0 / n if n else 1.0) for n in norms]
+        flat = directionless(self.target)  # rounding stays rounding: it is not blown up to a unit tensor
+        self.scales = [1.0 / total if scale == "global" else (1.0 if no_direction else 1.0 / n)
+                       for n, no_direction in zip(norms, flat)]
         self.target = [t * s for t, s in zip(self.target, self.scales)]
 
     def _embedding_rows(self) -> torch.Tensor:
@@ -267,7 +270,8 @@ class TextProblem:
         delta = {id(m): (d if d is not None else torch.zeros_like(o)) for m, d, o in zip(modules, deltas, outputs)}
         total = torch.zeros(n, dtype=torch.double, device=ids.device)
         scales = self.scales or [1.0] * len(sites)
-        for (module, attr), target, scale in zip(sites, self.target, scales):
+        flat = directionless(self.target)
+        for (module, attr), target, scale, no_direction in zip(sites, self.target, scales, flat):
             x, d = seen[id(module)][0], delta[id(module)]
             if x.dim() == 2:
                 x, d = x[:, None], d[:, None]
@@ -278,7 +282,7 @@ class TextProblem:
                 total += diff.pow(2).sum(1)
             elif distance == "tag":
                 total += diff.pow(2).sum(1) + alpha * diff.abs().sum(1)
-            elif target.abs().sum() == 0:
+            elif no_direction:
                 total += grad.pow(2).sum(1)
             else:
                 total += 1 - (grad @ target) / (grad.norm(dim=1) * target.norm()).clamp_min(1e-12)
