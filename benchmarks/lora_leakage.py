@@ -74,7 +74,7 @@ def main() -> None:
         for device in chosen:  # the same sentences and seed on each device
             ll.config.use_device(device)
             start = time.perf_counter()
-            row = ll.experiments.run_setting(setting, examples, count, args.seed, args.dlg_steps)
+            row = ll.experiments.run_leakage_setting(setting, examples, count, args.seed, args.dlg_steps)
             row["wall_seconds"] = time.perf_counter() - start
             for sentence in row["rows"]:  # scores only: the Rotten Tomatoes text stays out of the repository
                 sentence.pop("original", None)

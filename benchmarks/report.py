@@ -231,7 +231,7 @@ def multi_round(name: str, data: dict) -> str:
              header(name, machine, date, commands),
              "The client sends the same batch in R consecutive rounds (each under that round's global adapter) and the "
              "server stacks the first layer's `lora_A` rows of all R (`Knowledge.other_rounds`); batches are threaded "
-             "into sentences by layer 1 (`attacks/threading.py`). Every row runs `lora-best` told the length and the "
+             "into sentences by layer 1 (`attacks/batch_threads.py`). Every row runs `lora-best` told the length and the "
              "batch size unless its setting names another attack. Each run merges its rows into the file, so each row "
              "has its own load average; the `sentences` column is small, so differences of a few sentences are noise. "
              "Seconds are per sentence (a batch's attack time over its sentences); a dash is a setting this file "

@@ -31,6 +31,7 @@ from lora_leak_lib.attacks.base import Callback, Knowledge, Progress, Reconstruc
 from lora_leak_lib.attacks.lora_best import LoRABest
 from lora_leak_lib.attacks.inputs import EmbeddingInputs, allowed_tokens, first_layer_rows, lora_a_is_zero, public_inputs
 from lora_leak_lib.attacks.search import coordinate_sweeps, input_basis, rearrangements_at
+from lora_leak_lib.attacks.case import Case
 from lora_leak_lib.attacks.span import labels_for
 
 RIDGE = 1e-9
@@ -229,6 +230,6 @@ def sign_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), s
             best = (ids, loss)
     ids, loss = best
     body = ids[1:-1]
-    return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=labels_for(shared, knowledge),
+    return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=labels_for(Case(shared, knowledge)),
                           attack="sign", seconds=time.perf_counter() - start, loss=loss,
                           loss_history=progress.loss_history, snapshots=progress.snapshots)

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebooks", nargs="+", help="student copies, named like the course notebook (NN_name.ipynb)")
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--timeout", type=int, default=900, help="seconds a cell may run (default: 900)")
-    p.set_defaults(run="grade")
+    p.set_defaults(run="grade_notebooks")
     p = commands.add_parser("colab", help="write every Colab badge and install cell from pyproject's Repository URL")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a badge or install cell differs")
     p.add_argument("--bundle", action="store_true",
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", nargs="*", help="numbers (01) or paths of solution notebooks (default: all)")
     p.add_argument("--mode", choices=("quick", "full"), default=None,
                    help="LORA_LEAK_MODE for the run (default: the library's choice, full on a GPU)")
-    p.set_defaults(run="execute")
+    p.set_defaults(run="execute_notebooks")
     return parser
 
 

@@ -118,7 +118,7 @@ def bench(args: argparse.Namespace) -> None:
     results = []
     print(f"{'setting':<58} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} {'s/sent':>7}")
     for setting in settings:
-        result = experiments.run_setting(setting, examples, args.count, args.seed, args.dlg_steps)
+        result = experiments.run_leakage_setting(setting, examples, args.count, args.seed, args.dlg_steps)
         results.append(result)
         print(f"{setting.label():<58} {result['token_accuracy']:>9.1%} {result['rouge1']:>8.1%} "
               f"{result['rouge2']:>8.1%} {result['seconds']:>7.2f}", flush=True)
@@ -161,7 +161,7 @@ def student(args: argparse.Namespace) -> int:
     return 0
 
 
-def grade(args: argparse.Namespace) -> int:
+def grade_notebooks(args: argparse.Namespace) -> int:
     """Autograde filled-in student copies with nbgrader: points per checked exercise and the total."""
     source = Path(args.source) if args.source else student_copies.NOTEBOOKS
     for notebook in args.notebooks:
@@ -199,6 +199,6 @@ def book(args: argparse.Namespace) -> None:
     print(f"wrote {len(pages)} pages to {args.out}: open {Path(args.out) / 'index.html'}")
 
 
-def execute(args: argparse.Namespace) -> None:
+def execute_notebooks(args: argparse.Namespace) -> None:
     """Run solution notebooks in place and commit their cleaned outputs (all by default)."""
     executed.execute(executed.notebook_paths(args.notebook), args.mode)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,36 @@ def test_every_attack_module_registers_an_attack_or_serves_one():
         imported = re.compile(rf"from \.{path.stem} import|from \.\.attacks\.{path.stem} import|attacks\.{path.stem}\b")
         users = [other for other, text in sources.items() if other != path and imported.search(text)]
         assert "@register(" in source or users, f"{path.name}: no attack registered, imported by no library module"
+
+
+def test_no_module_is_named_like_a_standard_library_module():
+    """``attacks/threading.py`` shadowed ``threading`` for every relative import beside it."""
+    clashes = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py") if p.stem in sys.stdlib_module_names)
+    assert not clashes, clashes
+
+
+def public_definitions(root: Path) -> dict[str, list[str]]:
+    """Each public top-level function, class and UPPER_CASE constant of the package, with the modules defining it."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else []
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper()]
+            for name in names:
+                if not name.startswith("_"):
+                    found.setdefault(name, []).append(str(path.relative_to(root)))
+    return found
+
+
+def test_no_two_public_definitions_share_a_name():
+    """One word per idea: a name defined in two modules meant two things (``run_setting``, ``OPTIMIZERS``, ...).
+    ``main``, a program's entry point, is the one name every program may have."""
+    twice = {name: where for name, where in public_definitions(ROOT).items() if len(where) > 1 and name != "main"}
+    assert not twice, twice
+
+
+def test_the_duplicate_name_check_sees_functions_classes_and_constants(tmp_path):
+    for name, source in (("a", "def run(): ...\nclass Row: ...\nLIMIT = 1\n"), ("b", "def run(): ...\nLIMIT: int = 2\n")):
+        (tmp_path / f"{name}.py").write_text(source)
+    assert public_definitions(tmp_path) == {"run": ["a.py", "b.py"], "Row": ["a.py"], "LIMIT": ["a.py", "b.py"]}

@@ -43,6 +43,7 @@ def _answer_cell(source):
     return cell
 
 
+@pytest.mark.slow  # nbgrader
 def test_student_copies_written_and_staleness_detected(tmp_path):
     source, target = tmp_path / "nb", tmp_path / "student"
     source.mkdir()
@@ -172,6 +173,7 @@ def test_gradient_from_delta_right_and_wrong(client_updates):
         exercises.check_gradient_from_delta(delta, delta, 0.0)
 
 
+@pytest.mark.slow  # nbgrader
 def test_cli_student_writes_copies_and_check_reports_stale(tmp_path, capsys):
     from lora_leak_lib import cli
 

@@ -14,6 +14,8 @@ from lora_leak_lib import flower
 from lora_leak_lib.attacks import SpanAttack
 from lora_leak_lib.models import resolve
 
+pytestmark = pytest.mark.slow  # Flower's SuperLink, SuperExec and Ray processes
+
 if not flower.flower_available():
     if os.environ.get("CI"):
         pytest.fail(flower.INSTALL_HINT, pytrace=False)

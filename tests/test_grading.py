@@ -5,6 +5,8 @@ import pytest
 from lora_leak_lib import cli, course
 from lora_leak_lib.course import grading, student_copies
 
+pytestmark = pytest.mark.slow  # nbgrader runs whole notebooks
+
 NOTEBOOK = "03_deep_leakage_from_gradients.ipynb"  # a quick one: two graded exercises, 2 + 1 points
 
 

@@ -63,7 +63,7 @@ def test_cli_attack_prints_one_json_object(capsys):
     (["attack", "--text", "word " * 600], "takes at most 510"),
     (["attack"], "exactly one of --text"),
     (["attack", "--file", "/no/such/file.txt"], "no file at"),
-    (["bench", "--data", "/no/such/folder"], "no Rotten Tomatoes file"),
+    (["bench", "--data", "/no/such/folder"], "no folder at /no/such/folder"),
 ])
 def test_cli_attack_bad_input_is_one_line_and_status_2(capsys, argv, message):
     assert cli.main(argv) == 2

@@ -98,6 +98,7 @@ def bundle(tmp_path_factory):
     return wheel
 
 
+@pytest.mark.slow  # builds a wheel or a virtual environment
 def test_the_bundle_holds_every_module_and_the_course_data(bundle):
     names = set(zipfile.ZipFile(bundle).namelist())
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lora_leak_lib").rglob("*.py")}
@@ -125,6 +126,7 @@ def environment_venv(path: Path) -> Path:
     return python
 
 
+@pytest.mark.slow  # builds a wheel or a virtual environment
 def test_a_nested_environment_sees_this_one(tmp_path):
     """The venv the bundle test builds imports torch and the MiniLM weights' package from the environment the tests
     run in (a venv inside a venv included), and its own site folder comes first."""
@@ -139,6 +141,7 @@ def test_a_nested_environment_sees_this_one(tmp_path):
     assert Path(prefix) == tmp_path / "venv" and Path(purelib).is_relative_to(tmp_path / "venv")
 
 
+@pytest.mark.slow  # builds a wheel or a virtual environment
 def test_the_bundle_installs_in_a_fresh_venv_and_the_demo_runs_there(bundle, tmp_path):
     """No clone: the venv sees this environment's torch and transformers (``--no-index``: nothing is downloaded,
     so a missing dependency fails here instead of pulling a CUDA build), but lora_leak_lib comes from the wheel,

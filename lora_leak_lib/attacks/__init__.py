@@ -14,14 +14,15 @@ from .embedding_leak import sequence_length, token_set  # noqa: E402
 from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span,  # noqa: E402
                      lora_a_is_zero, public_inputs)
 from .labels import head_bias_gradient, infer_labels  # noqa: E402
-from .later_layers import LayerResidual, LaterLayers  # noqa: E402
+from .case import Case  # noqa: E402
+from .later_layers import LayerResidual  # noqa: E402
 from .linear import linear_leak, pooled_output  # noqa: E402
-from .lora_best import LoRABest  # noqa: E402
+from .lora_best import LaterLayers, LoRABest  # noqa: E402
 from .order import BigramPrior, assemble_batch, build_prior, default_prior  # noqa: E402
 from .span import CERTIFIED, SpanAttack, batch_span_attack, span_attack  # noqa: E402
 from .text_problem import TextProblem  # noqa: E402
 
-__all__ = ["ATTACKS", "Attack", "DEFAULT_ATTACK", "AttackSpec", "BigramPrior", "CERTIFIED", "Callback", "DISTANCES", "DLG",
+__all__ = ["ATTACKS", "Attack", "DEFAULT_ATTACK", "AttackSpec", "BigramPrior", "CERTIFIED", "Callback", "Case", "DISTANCES", "DLG",
            "EmbeddingInputs", "Knowledge", "LaterLayers", "LayerResidual", "LoRABest", "Progress", "Reconstruction",
            "SPAN_TOL", "SharedUpdate", "SpanAttack", "TextProblem", "allowed_tokens", "assemble_batch",
            "attack_names", "batch_span_attack", "build_prior", "check_attack_name", "classifier_gradients",

@@ -14,12 +14,12 @@ from .. import config
 from ..arrays import randn
 from ..checks import check_int
 from .base import Callback, Knowledge, Reconstruction, SharedUpdate
-from .distances import check_distance, check_update, gradient_distance
+from .distances import check_distance, check_update_shapes, gradient_distance
 from .registry import register
 from .search import kicked, random_substitutions, substituted, swaps
 from .text_problem import TextProblem, check_scale, soft_label_loss
 
-OPTIMIZERS = ("adam", "lbfgs")
+DLG_OPTIMIZERS = ("adam", "lbfgs")
 LBFGS_TOLERANCES = (1e-7, 1e-9)
 """torch's L-BFGS stops a step when the gradient's largest entry or the change of loss falls below these: on a
 matching loss of raw gradients of size ~1e-6 that is at once (``DLG.lbfgs_tolerances`` or ``scale`` fixes it)."""
@@ -57,7 +57,7 @@ def match_gradients(gradient_fn: Callable[[], list[torch.Tensor]], target: list[
     ``callback(step, loss, snapshot)``. L-BFGS runs up to 20 inner evaluations per step, as in the paper;
     ``lbfgs_tolerances`` are its ``(tolerance_grad, tolerance_change)``.
     """
-    _check_choice(optimizer, OPTIMIZERS, "optimizer")
+    _check_choice(optimizer, DLG_OPTIMIZERS, "optimizer")
     check_distance(distance)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
@@ -114,7 +114,7 @@ def deep_leakage(model: nn.Module, shared: dict[str, torch.Tensor], input_shape:
     batch dimension. With ``labels`` given the labels are fixed (as after iDLG label inference).
     """
     params = OrderedDict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    check_update(shared, {n: p.shape for n, p in params.items()})
+    check_update_shapes(shared, {n: p.shape for n, p in params.items()})
     config.set_seed(seed)
     like = next(iter(params.values())).detach()  # drawn on the CPU, so a seed gives the same start anywhere
     dummy = randn(input_shape, like=like, dtype=torch.float32).requires_grad_(True)
@@ -208,7 +208,7 @@ class DLG:
         holds every restart's matching loss in turn; the kept restart's texts are returned.
         """
         _check_choice(self.parametrisation, PARAMETRISATIONS, "parametrisation")
-        _check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        _check_choice(self.optimizer, DLG_OPTIMIZERS, "optimizer")
         check_distance(self.distance)
         check_scale(self.scale)
         for knob, least in (("kicks", 0), ("kick_size", 1)):

@@ -15,15 +15,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..checks import check_int
-from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
-from .inputs import EmbeddingInputs, allowed_tokens, lora_a_is_zero, public_inputs
+from .base import Progress, Reconstruction, SharedUpdate
+from .batch_threads import thread_batch
+from .case import Case
+from .inputs import EmbeddingInputs
 from .layer_residual import DEFAULT_LAYERS, LayerResidual
-from .registry import register
 from .search import (descent_step, input_basis, kicked, random_moves, rearrangements_at, substitution,
                      unexplained)
-from .span import CERTIFIED, span_attack
-from .threading import thread_batch
+from .span import CERTIFIED
 
 LATER_ROUNDS = 40
 """Rounds of the later-layer search on a sentence the first layer alone could not certify (each scores up to
@@ -127,54 +126,28 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     return best_ids, best
 
 
-@register("later-layers", "the span attack, then a local search on the spans of layers 0 and 1 for a sentence "
-          "the first layer could not certify", "span residual of layer 0, then summed over layers 0 and 1")
-class LaterLayers:
-    """``span_attack``, then, for one sentence it could not certify, ``deep_refine`` for up to ``rounds`` rounds.
+def later_layer_search(case: Case, found: Reconstruction, progress: Progress, rounds: int = LATER_ROUNDS,
+                       layers: Sequence[int] = DEFAULT_LAYERS) -> Reconstruction:
+    """One sentence the first layer could not certify (``found``), repaired by ``deep_refine`` on the spans of
+    ``layers`` of the latest live round, for up to ``rounds`` rounds; one more step of ``progress``."""
+    start = time.perf_counter()
+    tokenizer = case.tokenizer
+    ids = [case.special[0]] + found.token_ids[0] + [case.special[1]]
+    ids, residual = deep_refine(case.live_rounds[0], case.inputs, ids, case.vocab, layers, rounds)
+    body = ids[1:-1]
+    progress.step(residual, [tokenizer.decode(body)])
+    return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=found.labels,
+                          attack=found.attack, seconds=found.seconds + time.perf_counter() - start,
+                          loss=residual, loss_history=progress.loss_history, snapshots=progress.snapshots)
 
-    Its steps: one per sentence length the span attack tried, then one for the later-layer search.
-    """
 
-    name = "later-layers"
-
-    def __init__(self, rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS,
-                 token_sets: bool = True) -> None:
-        check_int(rounds, "rounds", 0, hint="it counts the later-layer search's steps")
-        self.rounds, self.layers, self.token_sets = rounds, tuple(layers), token_sets
-
-    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
-                    callback: Callback | None = None) -> Reconstruction:
-        progress = Progress(callback)
-        result = span_attack(shared, knowledge, callback=lambda step, loss, texts: progress.step(loss, texts),
-                             token_sets=self.token_sets)
-        if knowledge.sentences(shared) != 1 and self.rounds > 0 and result.loss < CERTIFIED:  # exact tokens: order them
-            return self._thread(shared, knowledge, result, progress)
-        if knowledge.sentences(shared) != 1 or result.loss < CERTIFIED or self.rounds == 0:
-            result.loss_history, result.snapshots = progress.loss_history, progress.snapshots
-            result.attack = self.name
-            return result
-        start = time.perf_counter()
-        tokenizer = shared.setup.model.tokenizer
-        inputs = public_inputs(shared.setup.model, shared.setup.model_seed, shared.setup.num_labels)
-        ids = [tokenizer.cls_token_id] + result.token_ids[0] + [tokenizer.sep_token_id]
-        latest = next(u for u in knowledge.rounds_watched(shared) if not lora_a_is_zero(u.update))
-        ids, residual = deep_refine(latest, inputs, ids, allowed_tokens(tokenizer), self.layers, self.rounds)
-        body = ids[1:-1]
-        progress.step(residual, [tokenizer.decode(body)])
-        return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=result.labels,
-                              attack=self.name, seconds=result.seconds + time.perf_counter() - start,
-                              loss=residual, loss_history=progress.loss_history, snapshots=progress.snapshots)
-
-    def _thread(self, shared: SharedUpdate, knowledge: Knowledge, result: Reconstruction,
-                progress: Progress) -> Reconstruction:
-        """A batch whose tokens per position the first layer certified: thread them into sentences by layer 1
-        (``threading.thread_batch``); an uncertified batch keeps the word-order prior's threading."""
-        start = time.perf_counter()
-        tokenizer = shared.setup.model.tokenizer
-        sentences, residual = thread_batch(shared, knowledge, result.token_ids, tokenizer.cls_token_id,
-                                           tokenizer.sep_token_id)
-        texts = [tokenizer.decode(s) for s in sentences]
-        progress.step(result.loss if residual != residual else residual, texts)
-        return Reconstruction(token_ids=sentences, texts=texts, labels=result.labels, attack=self.name,
-                              seconds=result.seconds + time.perf_counter() - start, loss=progress.loss_history[-1],
-                              loss_history=progress.loss_history, snapshots=progress.snapshots)
+def thread_sentences(case: Case, found: Reconstruction, progress: Progress) -> Reconstruction:
+    """A batch whose tokens per position the first layer certified (``found``): thread them into sentences by
+    layer 1 (``batch_threads.thread_batch``); one more step of ``progress``."""
+    start = time.perf_counter()
+    sentences, residual = thread_batch(case, found.token_ids)
+    texts = [case.tokenizer.decode(s) for s in sentences]
+    progress.step(found.loss if residual != residual else residual, texts)
+    return Reconstruction(token_ids=sentences, texts=texts, labels=found.labels, attack=found.attack,
+                          seconds=found.seconds + time.perf_counter() - start, loss=progress.loss_history[-1],
+                          loss_history=progress.loss_history, snapshots=progress.snapshots)

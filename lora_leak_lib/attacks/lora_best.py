@@ -1,4 +1,4 @@
-"""The strongest attack the course has on a LoRA-only update ("lora-best"), whatever the round.
+"""The strongest attack the course has on a LoRA-only update ("lora-best"), whatever the round: its policy.
 
 What a LoRA update carries, per round:
 - after some rounds (``B ≠ 0``): ``dL/dA = s·Bᵀ G`` whose rows span the layer's inputs, so the first layer
@@ -6,16 +6,24 @@ What a LoRA update carries, per round:
 - at round 0 (``B = 0``): every ``dL/dA`` is zero and ``dL/dB = s·G·Aᵀ = s·Σ_t δ_t (A x_t)ᵀ`` only shows each
   input through the ``r`` random directions of ``A``; the head gradient still gives the label and, at
   batch size 1, the pooled sentence vector (``linear.pooled_output``). There the course falls back to DLG.
+
+``policy`` says which strategy runs in which situation; each strategy is a function of its own module, and every
+one reads the same ``Case``.
 """
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
-from .base import Callback, Knowledge, Reconstruction, SharedUpdate
+from ..checks import check_int
+from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
+from .case import Case
 from .dlg import DLG
-from .inputs import first_layer_rows, lora_a_is_zero
-from .later_layers import LATER_ROUNDS, LaterLayers
+from .inputs import first_layer_rows
+from .later_layers import LATER_ROUNDS, later_layer_search, thread_sentences
+from .layer_residual import DEFAULT_LAYERS
 from .registry import register
+from .span import CERTIFIED, batch_tokens, one_sentence
 
 ROUND0_LR = 0.3
 """Adam's step on the vocabulary logits at round 0: over MiniLM's 30k-token vocabulary DLG's 0.03 barely moves."""
@@ -24,46 +32,90 @@ ROUND0_RESTARTS = 3
 ROUND0_SEARCH_STEPS = 60
 """Greedy substitution steps after the relaxation at round 0 (each scores a few hundred texts exactly)."""
 ROUND0_KICKS, ROUND0_KICK_SIZE = 10, 8
-"""At round 0 the greedy search stops in a local minimum well above the truth's loss (benchmarks/multi_round.py
-``--groups round0-why``); 10 restarts from 8 random shortlisted substitutions of the best sentence so far
-(iterated local search) escape some of them."""
+"""At round 0 the greedy search stops in a local minimum well above the truth's loss; 10 restarts from 8 random
+shortlisted substitutions of the best sentence so far (iterated local search) escape some of them."""
+
+
+def first_round_dlg(dlg_steps: int = 200, restarts: int = 1) -> DLG:
+    """Round 0's strategy: relaxed-vocabulary cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three
+    restarts of ``dlg_steps // 2`` steps) as a shortlist of tokens per position, then a greedy discrete search
+    scored by the exact matching loss, restarted ``ROUND0_KICKS`` times from random perturbations."""
+    return DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, dlg_steps // 2), restarts=max(ROUND0_RESTARTS, restarts),
+               search_steps=ROUND0_SEARCH_STEPS, kicks=ROUND0_KICKS, kick_size=ROUND0_KICK_SIZE, progress=False)
+
+
+def policy(case: Case, callback: Callback | None = None, first_round: DLG | None = None,
+           later_rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS,
+           token_sets: bool = True) -> Reconstruction:
+    """What ``lora-best`` runs, situation by situation (``later-layers`` is the same without ``first_round``).
+
+    - first round (every watched ``lora_A`` is zero, ``B = 0``): ``first_round``, DLG on ``lora_B`` and the head;
+    - a batch: each position's tokens from layer 0 (``span.batch_tokens``), then, when layer 0 certified them,
+      the sentences threaded by layer 1 (``later_layers.thread_sentences``);
+    - one sentence (``span.one_sentence``): per candidate length, far past the rank (inputs over ``FAR_PAST_RANK``
+      times the span's rows) the token set read from the span first, near it the per-position pursuit and its
+      repairs first (``span.recover_sentence``);
+    - one sentence layer 0 could not certify: a local search on the spans of layers 0 and 1
+      (``later_layers.later_layer_search``), for up to ``later_rounds`` rounds.
+    """
+    if case.first_round and first_round is not None:
+        return first_round.reconstruct(case.shared, case.knowledge, callback)
+    first_layer_rows(case.shared.update)  # one clear error when layer 0 has no attention LoRA
+    progress = Progress(callback)
+    forward = lambda step, loss, texts: progress.step(loss, texts)  # noqa: E731 (the strategies' steps are ours)
+    if case.sentences != 1:
+        found = batch_tokens(case, callback=forward, token_sets=token_sets)
+        if later_rounds > 0 and found.loss < CERTIFIED:
+            return thread_sentences(case, found, progress)
+    else:
+        found = one_sentence(case, callback=forward, token_sets=token_sets)
+        if later_rounds > 0 and found.loss >= CERTIFIED:
+            return later_layer_search(case, found, progress, later_rounds, layers)
+    found.loss_history, found.snapshots = progress.loss_history, progress.snapshots
+    return found
 
 
 @register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head "
           "at round 0", "span residual (B ≠ 0) or DLG's matching loss (round 0)")
 class LoRABest:
-    """The strongest attack the course has on a LoRA-only update.
-
-    With non-zero first-layer ``lora_A`` gradients it runs the span attack (exact tokens within the
-    stacked rank; beyond it the sentence's token set and their order from the span (``span_tokens``, off with
-    ``token_sets=False``), else matching pursuit and local search) and, for one sentence it could not certify,
-    a local search on the spans of layers 0 and 1 for up to ``later_rounds`` rounds (``later_layers``); at round
-    0 it runs relaxed-vocabulary
-    cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three restarts of ``dlg_steps // 2`` steps) as a
-    shortlist of tokens per position, then a greedy discrete search of single-token substitutions and pair
-    swaps scored by the exact matching loss (``DLG.search_steps``), restarted ``ROUND0_KICKS`` times from random
-    perturbations of the best sentence (``DLG.kicks``).
-    """
+    """The strongest attack the course has on a LoRA-only update: ``policy`` with round 0's DLG."""
 
     name = "lora-best"
 
     def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_rounds: int = LATER_ROUNDS,
                  token_sets: bool = True) -> None:
+        check_int(later_rounds, "later_rounds", 0, hint="it counts the later-layer search's steps")
         self.dlg_steps, self.restarts, self.later_rounds = dlg_steps, restarts, later_rounds
         self.token_sets = token_sets
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
-        if not all(lora_a_is_zero(u.update) for u in knowledge.rounds_watched(shared)):
-            first_layer_rows(shared.update)  # one clear error when layer 0 has no attention LoRA
-            result = LaterLayers(self.later_rounds, token_sets=self.token_sets).reconstruct(shared, knowledge, callback)
-        else:
-            dlg = DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, self.dlg_steps // 2),
-                      restarts=max(ROUND0_RESTARTS, self.restarts), search_steps=ROUND0_SEARCH_STEPS,
-                      kicks=ROUND0_KICKS, kick_size=ROUND0_KICK_SIZE, progress=False)
-            result = dlg.reconstruct(shared, knowledge, callback)
+        result = policy(Case(shared, knowledge), callback, first_round_dlg(self.dlg_steps, self.restarts),
+                        self.later_rounds, token_sets=self.token_sets)
         result.attack, result.seconds = self.name, time.perf_counter() - start
         return result
 
 
+@register("later-layers", "the span attack, then a local search on the spans of layers 0 and 1 for a sentence "
+          "the first layer could not certify", "span residual of layer 0, then summed over layers 0 and 1")
+class LaterLayers:
+    """``policy`` without a first-round strategy: the span attack, then, for one sentence it could not certify,
+    the later-layer search for up to ``rounds`` rounds (a certified batch is threaded by layer 1).
+
+    Its steps: one per sentence length the span attack tried, then one for the later-layer search.
+    """
+
+    name = "later-layers"
+
+    def __init__(self, rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS,
+                 token_sets: bool = True) -> None:
+        check_int(rounds, "rounds", 0, hint="it counts the later-layer search's steps")
+        self.rounds, self.layers, self.token_sets = rounds, tuple(layers), token_sets
+
+    def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
+                    callback: Callback | None = None) -> Reconstruction:
+        start = time.perf_counter()
+        result = policy(Case(shared, knowledge), callback, None, self.rounds, self.layers, self.token_sets)
+        result.attack, result.seconds = self.name, time.perf_counter() - start
+        return result

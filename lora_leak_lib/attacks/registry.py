@@ -54,10 +54,11 @@ def register(name: str, description: str, loss: str, rebuilds_text: bool = True,
 
 
 def attack_names(lora_text: bool = False) -> tuple[str, ...]:
-    """Registered names, the default first; ``lora_text`` keeps the attacks that rebuild sentences from a
-    LoRA-only update (the menus of the CLI, the lab and the benchmarks)."""
+    """Registered names, the default first and the others in alphabetical order (not the order their modules
+    happen to be imported in); ``lora_text`` keeps the attacks that rebuild sentences from a LoRA-only update (the
+    menus of the CLI, the lab and the benchmarks)."""
     names = [n for n, spec in ATTACKS.items() if not lora_text or (spec.rebuilds_text and spec.lora)]
-    return tuple(sorted(names, key=lambda n: n != DEFAULT_ATTACK))
+    return tuple(sorted(names, key=lambda n: (n != DEFAULT_ATTACK, n)))
 
 
 def check_attack_name(name: str) -> AttackSpec:

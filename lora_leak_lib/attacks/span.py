@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
-from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, lora_a_is_zero,
-                     public_inputs)
+from .case import Case
+from .inputs import SPAN_TOL, EmbeddingInputs
 from .labels import infer_labels
 from .order import assemble_batch, default_prior
 from .registry import register
@@ -223,24 +223,12 @@ def recover_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.
     return SpanResult(ids, residual, basis.shape[0])
 
 
-def _inputs_and_span(shared: SharedUpdate, knowledge: Knowledge,
-                     tol: float) -> tuple[EmbeddingInputs, torch.Tensor]:
-    """The public first-layer inputs and the span of every watched round's first-layer ``lora_A`` rows (the
-    message's and ``knowledge.other_rounds``'), or one clear error when they do not fit."""
-    inputs = public_inputs(shared.setup.model, shared.setup.model_seed, shared.setup.num_labels)
-    rows = [first_layer_rows(u.update) for u in knowledge.rounds_watched(shared) if not lora_a_is_zero(u.update)]
-    basis = input_span(torch.cat(rows) if rows else first_layer_rows(shared.update), tol)
-    if basis.shape[1] != inputs.tokens.shape[1]:
-        raise ValueError(f"the update's first-layer rows have {basis.shape[1]} columns but {shared.setup.model.name}'s "
-                         f"inputs have {inputs.tokens.shape[1]}: attack it with the model the client trained.")
-    return inputs, basis
-
-
 def stacked_span(shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                  tol: float = SPAN_TOL) -> tuple[EmbeddingInputs, torch.Tensor]:
     """The public first-layer inputs and the orthonormal basis of every watched round's stacked first-layer
     ``lora_A`` rows: what the span test scores the vocabulary against."""
-    return _inputs_and_span(shared, knowledge, tol)
+    case = Case(shared, knowledge, tol)
+    return case.inputs, case.basis
 
 
 def _lengths(knowledge: Knowledge, inputs: EmbeddingInputs, basis: torch.Tensor, sep_id: int) -> list[int]:
@@ -257,30 +245,35 @@ def _lengths(knowledge: Knowledge, inputs: EmbeddingInputs, basis: torch.Tensor,
 def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 64, sweeps: int = 6,
                 restarts: int = 4, tol: float = SPAN_TOL, callback: Callback | None = None,
                 token_sets: bool = True) -> Reconstruction:
-    """Recover the tokens of a batch-1 update from its first-layer ``lora_A`` gradients.
+    """Recover the tokens of an update from its first-layer ``lora_A`` gradients: one sentence
+    (``one_sentence``) or, for a batch, each position's tokens (``batch_tokens``)."""
+    case = Case(shared, knowledge, tol)
+    if case.sentences != 1:
+        return batch_tokens(case, shortlist, callback, token_sets)
+    return one_sentence(case, shortlist, sweeps, restarts, callback, token_sets)
+
+
+def one_sentence(case: Case, shortlist: int = 64, sweeps: int = 6, restarts: int = 4,
+                 callback: Callback | None = None, token_sets: bool = True) -> Reconstruction:
+    """The sentence of a batch-1 update whose first-layer inputs best contain the span (``recover_sentence``).
 
     With the length unknown, the three positions where [SEP] fits the span best are tried and the
     sentence that leaves the least residual wins (a certified sentence stops the search). Each length
     tried is one step; its loss is the residual left by the sentence found for it.
     """
     start = time.perf_counter()
-    if knowledge.sentences(shared) != 1:
-        return batch_span_attack(shared, knowledge, shortlist, tol, callback, token_sets)
-    tokenizer = shared.setup.model.tokenizer
-    inputs, basis = _inputs_and_span(shared, knowledge, tol)
-    special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
-    vocab = allowed_tokens(tokenizer)
+    inputs, basis = case.inputs, case.basis
     best: SpanResult | None = None
     progress = Progress(callback)
-    for n in _lengths(knowledge, inputs, basis, special[1]):
-        result = recover_sentence(basis, inputs, vocab, n, special, shortlist, sweeps, restarts, token_sets)
-        progress.step(result.residual, [tokenizer.decode(result.ids[1:-1])])
+    for n in _lengths(case.knowledge, inputs, basis, case.special[1]):
+        result = recover_sentence(basis, inputs, case.vocab, n, case.special, shortlist, sweeps, restarts, token_sets)
+        progress.step(result.residual, [case.tokenizer.decode(result.ids[1:-1])])
         if best is None or result.residual < best.residual:
             best = result
         if best.certified:
             break
     body = best.ids[1:-1]
-    return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=labels_for(shared, knowledge),
+    return Reconstruction(token_ids=[body], texts=[case.tokenizer.decode(body)], labels=labels_for(case),
                           attack="span", seconds=time.perf_counter() - start, loss=best.residual,
                           loss_history=progress.loss_history, snapshots=progress.snapshots)
 
@@ -288,6 +281,12 @@ def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortl
 def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 64,
                       tol: float = SPAN_TOL, callback: Callback | None = None,
                       token_sets: bool = True) -> Reconstruction:
+    """Several sentences from one update (``batch_tokens``)."""
+    return batch_tokens(Case(shared, knowledge, tol), shortlist, callback, token_sets)
+
+
+def batch_tokens(case: Case, shortlist: int = 64, callback: Callback | None = None,
+                 token_sets: bool = True) -> Reconstruction:
     """Several sentences from one update: the union of their first-layer inputs contains the span.
 
     Matching pursuit picks up to ``batch_size`` tokens per position ([SEP] allowed anywhere, since the
@@ -297,12 +296,9 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     candidates are that union. One step, its loss the residual.
     """
     start = time.perf_counter()
-    size = knowledge.sentences(shared)
-    tokenizer = shared.setup.model.tokenizer
-    inputs, basis = _inputs_and_span(shared, knowledge, tol)
-    special = (tokenizer.cls_token_id, tokenizer.sep_token_id)
-    n = max(_lengths(knowledge, inputs, basis, special[1]))
-    vocab = allowed_tokens(tokenizer)
+    size, special, vocab = case.sentences, case.special, case.vocab
+    inputs, basis = case.inputs, case.basis
+    n = max(_lengths(case.knowledge, inputs, basis, special[1]))
     dist = inputs.span_distances(basis, n, vocab)
     table = candidate_table(dist, vocab, special, shortlist)
     if token_sets and fits(inputs, basis, n, size):
@@ -315,24 +311,25 @@ def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), 
     columns: list[list[int]] = [[] for _ in range(n)]
     for p, token in sorted(atoms):
         columns[p].append(token)
-    sentences = assemble_batch(columns[1:], size, default_prior(shared.setup.model), special[1])
+    sentences = assemble_batch(columns[1:], size, default_prior(case.model), special[1])
     residual = subspace_residual(basis, inputs.vectors([t for _, t in atoms], [p for p, _ in atoms]))
-    texts = [tokenizer.decode(s) for s in sentences]
+    texts = [case.tokenizer.decode(s) for s in sentences]
     progress = Progress(callback)
     progress.step(residual, texts)
-    return Reconstruction(token_ids=sentences, texts=texts, labels=labels_for(shared, knowledge), attack="span",
+    return Reconstruction(token_ids=sentences, texts=texts, labels=labels_for(case), attack="span",
                           seconds=time.perf_counter() - start, loss=residual, loss_history=progress.loss_history,
                           snapshots=progress.snapshots)
 
 
-def labels_for(shared: SharedUpdate, knowledge: Knowledge) -> list[int]:
+def labels_for(case: Case) -> list[int]:
     """The labels an attack reports: the known ones, else read from the head bias when the head is shared
     (iDLG), else none (the tokens do not need them)."""
+    shared, knowledge = case.shared, case.knowledge
     if knowledge.labels is not None:
         return list(knowledge.labels)
     if not shared.setup.train_head or shared.setup.model.family.head is None:
         return []
-    return infer_labels(shared.update, knowledge.sentences(shared), shared.kind)
+    return infer_labels(shared.update, case.sentences, shared.kind)
 
 
 @register("span", "exact token recovery from the first layer's lora_A gradients (needs B ≠ 0: rounds > 0)",

@@ -5,8 +5,8 @@ It sits above ``fl``, ``defenses`` and ``attacks`` and is what the CLI, the lab,
 """
 from . import leakage, multi_round, seed, sweep
 from .core import DEFAULT_ROUNDS, MAX_ROUNDS, attack_update, check_rounds, longest, reference_ids, score
-from .leakage import BENCHMARK, Setting, run_setting
+from .leakage import BENCHMARK, Setting, run_leakage_setting
 from .multi_round import attack_texts
 
 __all__ = ["BENCHMARK", "DEFAULT_ROUNDS", "MAX_ROUNDS", "Setting", "attack_texts", "attack_update", "check_rounds",
-           "leakage", "longest", "multi_round", "reference_ids", "run_setting", "score", "seed", "sweep"]
+           "leakage", "longest", "multi_round", "reference_ids", "run_leakage_setting", "score", "seed", "sweep"]

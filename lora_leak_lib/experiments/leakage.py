@@ -44,7 +44,7 @@ def dlg_step_knobs(attack: str, dlg_steps: int) -> dict[str, int]:
     return {k: dlg_steps for k in ("dlg_steps", "steps") if k in names}
 
 
-def run_setting(setting: Setting, examples: Sequence[data.Example], count: int, seed: int = 0,
+def run_leakage_setting(setting: Setting, examples: Sequence[data.Example], count: int, seed: int = 0,
                 dlg_steps: int = 200) -> dict:
     """Attack ``count`` sentences cut to ``setting.tokens`` tokens (in batches) and average the scores."""
     tokenizer = setting.model.tokenizer

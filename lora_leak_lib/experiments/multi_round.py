@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .. import config, data, fl, malicious, models
-from ..attacks import Knowledge, get_attack
-from ..attacks.inputs import allowed_tokens, lora_a_is_zero
-from ..attacks.span import stacked_span
+from ..attacks import Case, Knowledge, get_attack
 from ..checks import SERVERS, check_int, check_positive_int
 from ..message import FederatedSetup, SharedUpdate, check_protocol
 from .core import DEFAULT_ROUNDS, check_rounds, longest, score
@@ -121,11 +119,11 @@ def attack_watched(texts: Sequence[str], labels: Sequence[int] | None = None,
 def span_test_seconds(shared: SharedUpdate, knowledge: Knowledge) -> float | None:
     """Seconds of the span test alone on this message (the stacked rows' basis, then one product of the whole
     vocabulary at every position with it), the part of an attack that is not search; ``None`` at round 0."""
-    if all(lora_a_is_zero(u.update) for u in knowledge.rounds_watched(shared)) or knowledge.length is None:
+    case = Case(shared, knowledge)
+    if case.first_round or knowledge.length is None:
         return None
     start = time.perf_counter()
-    inputs, basis = stacked_span(shared, knowledge)
-    inputs.span_distances(basis, knowledge.length + 2, allowed_tokens(shared.setup.model.tokenizer))
+    case.inputs.span_distances(case.basis, knowledge.length + 2, case.vocab)
     return time.perf_counter() - start
 
 
