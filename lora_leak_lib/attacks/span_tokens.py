@@ -83,10 +83,21 @@ def tokens_in_span(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Te
 def coefficients(basis: torch.Tensor, inputs: EmbeddingInputs, tokens: Sequence[int],
                  length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each span row written in the tokens' and positions' parts (least squares): ``w`` (``tokens × k``), one
-    row per token, and ``u`` (``length × k``), one row per position (``β``'s coefficient is dropped)."""
+    row per token, and ``u`` (``length × k``), one row per position (``β``'s coefficient is dropped).
+
+    The parts can be linearly dependent: a freshly initialised LayerNorm (tiny-bert's) has ``β = 0``. The
+    solution is the minimum-norm one, from the pseudo-inverse (an SVD, on any device), whose singular values
+    below ``max(m, n)·eps`` of the largest count as zero (float64 rounding, the rank rule of ``lstsq`` itself):
+    a zero ``β`` gets coefficient 0, and the tokens' and positions' coefficients are the unique ones. Not
+    ``torch.linalg.lstsq``: its CPU default, LAPACK's gelsy, reads a pivot array that torch leaves uninitialised,
+    so on a rank-deficient matrix its answer (often the zero solution) depended on stale memory, that is on the
+    BLAS thread count and on the calls before (pytorch/pytorch#71222, #92537); its CUDA driver, gels, assumes
+    full rank.
+    """
     parts = torch.cat([inputs.tokens[torch.as_tensor(list(tokens), device=inputs.tokens.device)] * inputs.gamma,
                        inputs.positions[:length] * inputs.gamma, inputs.beta[None]])
-    solution = torch.linalg.lstsq(parts.T, basis.T).solution                  # (tokens + n + 1, k)
+    rtol = max(parts.shape) * torch.finfo(parts.dtype).eps
+    solution = torch.linalg.pinv(parts.T, rtol=rtol) @ basis.T                   # (tokens + n + 1, k)
     return solution[:len(tokens)], solution[len(tokens):len(tokens) + length]
 
 
