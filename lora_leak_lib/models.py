@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlparse
 
@@ -24,7 +22,7 @@ from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBas
 from . import config
 from .config import hub_offline  # read from the environment in config; asked here by the model's callers too
 from .families import FAMILIES, Family, InputTables, input_tables
-from .catalog import MODELS, OFFLINE_MODELS, ModelSpec, check_model_name  # the names, known before torch loads
+from .catalog import MODELS, OFFLINE_MODELS, ModelSpec, check_model_name  # noqa: F401 (models.MODELS: the catalog, torch-free)
 
 ATTENTION = "eager"
 """Every model uses eager attention: SDPA has no double backward on CPU, and gradient matching needs one."""
