@@ -1,10 +1,10 @@
-"""The GPU run: on a machine with CUDA, the unit suite, every notebook in full mode, the seed and leakage tables, timed.
+"""The GPU run: on a machine with CUDA, the unit suite, every notebook in full mode, the article's experiment and the leakage tables, timed.
 
 Run from the repository root on a GPU machine (Colab, a lent H100/H200, ...): ``python benchmarks/gpu.py
-[--steps unit,notebooks,seed,leakage] [--notebooks 00,05] [--parallel 3] [--budget 300] [--dry-run]``.
+[--steps unit,notebooks,article,leakage] [--notebooks 00,05] [--parallel 3] [--budget 300] [--dry-run]``.
 Writes ``benchmarks/results/gpu.json`` (the card, its memory, the versions, the date, the commit, and per step:
 its command, seconds, status and, for a notebook, whether it met the class-period budget) after every step, the
-seed table to ``benchmarks/results/seed_replication_gpu.json`` and the leakage table's rows to
+article table to ``benchmarks/results/article_replication_gpu.json`` and the leakage table's rows to
 ``benchmarks/results/lora_leakage_gpu.json`` and ``lora_leakage_64_gpu.json``. ``--dry-run`` prints the commands
 and runs nothing. On a machine without CUDA it says so in one line and exits 2: the CPU numbers are the other
 benchmarks' job.
@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ("unit", "notebooks", "seed", "leakage")
+STEPS = ("unit", "notebooks", "article", "leakage")
 FLOWER_TESTS = "tests/test_flower.py"
 ON_CUDA = {"LORA_LEAK_DEVICE": "cuda"}
 FULL_ON_CUDA = {"LORA_LEAK_MODE": "full", **ON_CUDA}
@@ -133,10 +133,10 @@ def notebook_step(notebook: Path) -> Step:
     return Step(f"notebook {notebook.stem}", command, FULL_ON_CUDA, notebook=True)
 
 
-def seed_step(args: argparse.Namespace) -> Step:
-    command = [sys.executable, "benchmarks/seed_replication.py", "--data", args.data,
-               "--out", "benchmarks/results/seed_replication_gpu.json"]
-    return Step("seed table", command, FULL_ON_CUDA)
+def article_step(args: argparse.Namespace) -> Step:
+    command = [sys.executable, "benchmarks/article_replication.py", "--data", args.data,
+               "--out", "benchmarks/results/article_replication_gpu.json"]
+    return Step("article table", command, FULL_ON_CUDA)
 
 
 def leakage_steps(args: argparse.Namespace) -> list[Step]:
@@ -147,7 +147,7 @@ def leakage_steps(args: argparse.Namespace) -> list[Step]:
 def plan(args: argparse.Namespace) -> list[Step]:
     """Every step chosen, in the order they run."""
     steps = {"unit": lambda: [unit_step(args)], "notebooks": lambda: [notebook_step(n) for n in args.notebooks],
-             "seed": lambda: [seed_step(args)], "leakage": lambda: leakage_steps(args)}
+             "article": lambda: [article_step(args)], "leakage": lambda: leakage_steps(args)}
     return [step for name in STEPS if name in args.steps for step in steps[name]()]
 
 

@@ -82,7 +82,7 @@ def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dl
     per_message = row.local or row.batch
     messages = max(1, count // row.batch)
     chosen = ll.data.truncate_to_tokens(tokenizer, examples, row.tokens, messages * per_message)
-    knobs = {"dlg_steps": dlg_steps} if row.rounds == 0 and row.watch.server == "honest" else {}
+    knobs = {"steps": dlg_steps} if row.rounds == 0 and row.watch.server == "honest" else {}
     knobs.update(row.knobs)
     sentences: list[dict] = []
     attacks, tests = [], []
@@ -119,7 +119,7 @@ def round0_why(model: str, examples: list[ll.data.Example], count: int, seed: in
     public = ll.models.resolve(model)
     tokenizer = public.tokenizer
     chosen = ll.data.truncate_to_tokens(tokenizer, examples, 16, count)
-    attack = get_attack("lora-best", dlg_steps=dlg_steps)
+    attack = get_attack("lora-best", steps=dlg_steps)
     rows = []
     for example in chosen:
         shared = ll.fl.capture_update([example.text], [example.label], public, rank=8, rounds=0, seed=seed)

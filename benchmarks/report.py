@@ -295,8 +295,8 @@ def adam_delta(name: str, data: dict) -> str:
     return "\n\n".join(parts)
 
 
-def seed_command(args: dict) -> str:
-    words = ["python benchmarks/seed_replication.py"]
+def article_command(args: dict) -> str:
+    words = ["python benchmarks/article_replication.py"]
     for key in ("models", "attacks", "count", "steps", "rounds", "seed"):
         if key in args:
             value = args[key]
@@ -304,7 +304,7 @@ def seed_command(args: dict) -> str:
     return " ".join(words)
 
 
-def seed_replication(name: str, data: dict) -> str:
+def article_replication(name: str, data: dict) -> str:
     runs = data.get("runs", [])
     machines = sorted({machine_text({k: v for k, v in r["machine"].items() if k != "load_average"}) for r in runs})
     loads = [r["machine"]["load_average"] for r in runs if r["machine"].get("load_average") is not None]
@@ -312,7 +312,7 @@ def seed_replication(name: str, data: dict) -> str:
     date = (days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}") + f" ({len(runs)} runs)" if days else day(name)
     machine = "; ".join(machines) + (f", load average {load(min(loads))} to {load(max(loads))} at the starts"
                                      if loads else "")
-    commands = [f"OMP_NUM_THREADS={r['machine'].get('threads', 1)} {seed_command(r['args'])}  # "
+    commands = [f"OMP_NUM_THREADS={r['machine'].get('threads', 1)} {article_command(r['args'])}  # "
                 f"{r.get('started', 'start not recorded')}" + (f", commit {r['commit']}" if r.get("commit") else "")
                 for r in runs]
     rows = sorted(enumerate(data["rows"]), key=lambda ir: (ir[1]["parameters"], ir[0]))
@@ -328,7 +328,7 @@ def seed_replication(name: str, data: dict) -> str:
         "## The published experiment, reproduced",
         header(name, machine, date, commands),
         "DLG as published (Zhu et al., 2019: dummy inputs and a soft label optimised jointly until their gradient "
-        "matches the shared one under the raw L2 distance; `experiments.seed.SEED_RECIPE`) on the course's LoRA-only "
+        "matches the shared one under the raw L2 distance; `experiments.replication.PUBLISHED_RECIPE`) on the course's LoRA-only "
         "updates (one sentence a message, the adapter trained before the attacked round, the classification head "
         "shared; the commands above give the sizes), "
         "then one change at a time, then `lora-best` on the same updates. Every row is told the sentence length. "
@@ -339,7 +339,7 @@ def seed_replication(name: str, data: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in data.get("recipe", {}).items()) + ".",
         table(["model", "parameters", "attack", "what changes", "sentences", "DLG steps", "token accuracy", "ROUGE-1",
                "ROUGE-2", "head share", "s / sentence", "load", "commit", "published"], body),
-        "DLG's text code was never released, so `SEED_RECIPE` is a reading of the paper (free embeddings, soft label, "
+        "DLG's text code was never released, so `PUBLISHED_RECIPE` is a reading of the paper (free embeddings, soft label, "
         "L-BFGS on the raw L2 distance, nearest-token decoding); the publication's LoRA set-up (which modules and "
         "layers, which round, whether the head's gradient is shared) and its small models are not known. "
         "`mpnet-base` stands in for BERT-base, whose weights need the Hugging Face hub. What holds at every size "
@@ -412,7 +412,7 @@ def gpu(name: str, data: dict) -> str:
 
 KINDS: list[tuple[str, Callable[[str, dict], str]]] = [
     ("full_gradient", full_gradient), ("lora_leakage", lora_leakage), ("multi_round", multi_round),
-    ("adam_delta", adam_delta), ("seed_replication", seed_replication), ("defenses", defenses), ("gpu", gpu),
+    ("adam_delta", adam_delta), ("article_replication", article_replication), ("defenses", defenses), ("gpu", gpu),
 ]
 """File-name prefixes, in the order their sections appear; a file matches the longest prefix it starts with."""
 

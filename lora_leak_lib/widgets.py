@@ -28,7 +28,7 @@ LAB_DLG_LR = 0.1
 """Adam's step for DLG in the lab. On notebook 07's sentence (tiny-bert, r=8, 20 rounds), 150 steps at 0.1
 reached 92% token accuracy where DLG's default 0.03 reached 0%."""
 LAB_KNOBS: dict[str, dict[str, object]] = {
-    "lora-best": {"dlg_steps": config.steps(quick=150, full=400)},
+    "lora-best": {"steps": config.steps(quick=150, full=400)},
     "dlg": {"steps": config.steps(quick=150, full=400), "lr": LAB_DLG_LR, "snapshot_every": 10, "refine_sweeps": 1},
 }
 """The lab's knobs per attack on top of the registry's defaults: DLG set up for the live view."""

@@ -83,8 +83,8 @@ def trained():
     return shared, text, ll.Knowledge(length=len(ll.experiments.reference_ids([text], resolve("tiny-bert").tokenizer)[0]))
 
 
-CHEAP_KNOBS = {"dlg": dict(steps=12, snapshot_every=4), "lora-best": dict(later_rounds=3),
-               "later-layers": dict(rounds=3)}
+CHEAP_KNOBS = {"dlg": dict(steps=12, snapshot_every=4), "lora-best": dict(later_iterations=3),
+               "later-layers": dict(iterations=3)}
 
 
 @pytest.mark.parametrize("name", [n for n, spec in ll.attacks.ATTACKS.items() if spec.lora])

@@ -35,13 +35,13 @@ def test_distance_errors_name_the_problem():
 
 def test_check_update_reports_names_and_shapes():
     expected = {"a": (2,), "b": (1, 3)}
-    distances.check_update({"a": torch.ones(2), "b": torch.ones(1, 3)}, expected)
+    distances.check_update_shapes({"a": torch.ones(2), "b": torch.ones(1, 3)}, expected)
     with pytest.raises(ValueError, match="1 missing"):
-        distances.check_update({"a": torch.ones(2)}, expected)
+        distances.check_update_shapes({"a": torch.ones(2)}, expected)
     with pytest.raises(ValueError, match="unexpected 'c'"):
-        distances.check_update({"a": torch.ones(2), "b": torch.ones(1, 3), "c": torch.ones(1)}, expected)
+        distances.check_update_shapes({"a": torch.ones(2), "b": torch.ones(1, 3), "c": torch.ones(1)}, expected)
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        distances.check_update({"a": torch.ones(3), "b": torch.ones(1, 3)}, expected)
+        distances.check_update_shapes({"a": torch.ones(3), "b": torch.ones(1, 3)}, expected)
 
 
 def test_token_set_and_length_from_embedding_gradients():

@@ -97,7 +97,7 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
     zero = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=0)
     full = fl.capture_full_update(["a quiet film"], [1], resolve("tiny-bert"))
     returned = [shared, zero, full]
-    quick = dict(dlg=dict(steps=3, restarts=1), **{"lora-best": dict(dlg_steps=3, restarts=1, later_rounds=2)})
+    quick = dict(dlg=dict(steps=3, restarts=1), **{"lora-best": dict(steps=3, restarts=1, later_iterations=2)})
     for name in ll.attacks.attack_names():
         ran = []
         for update, words in ((shared, text), (zero, "a quiet film"), (full, "a quiet film")):

@@ -38,7 +38,7 @@ def dry_run(capsys, *options: str) -> list[str]:
 
 def test_dry_run_lists_the_unit_suite_every_notebook_in_full_mode_and_both_tables(capsys):
     lines = dry_run(capsys)
-    unit, notebook_lines, seed, leakage = lines[0], lines[1:1 + len(NOTEBOOKS)], lines[-3], lines[-2:]
+    unit, notebook_lines, article, leakage = lines[0], lines[1:1 + len(NOTEBOOKS)], lines[-3], lines[-2:]
     assert len(lines) == 1 + len(NOTEBOOKS) + 1 + 2
     assert unit.startswith("LORA_LEAK_DEVICE=cuda ") and " -m pytest tests -q -o addopts= " in unit
     assert unit.endswith("--ignore=tests/test_flower.py")  # left out by default
@@ -46,11 +46,11 @@ def test_dry_run_lists_the_unit_suite_every_notebook_in_full_mode_and_both_table
         assert line.startswith("LORA_LEAK_MODE=full LORA_LEAK_DEVICE=cuda ")
         assert line.endswith(f"-m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider "
                              f"notebooks/{notebook.name}")
-    assert "benchmarks/seed_replication.py" in seed and seed.endswith("seed_replication_gpu.json")
+    assert "benchmarks/article_replication.py" in article and article.endswith("article_replication_gpu.json")
     assert all("benchmarks/lora_leakage.py" in line and line.endswith("_gpu.json") for line in leakage)
     rows = {int(r) for line in leakage for r in line.split("--settings ")[1].split()[0].split(",")}
     assert rows == set(range(6))  # the README's leakage table, every row once
-    assert all(line.startswith("LORA_LEAK_MODE=full LORA_LEAK_DEVICE=cuda ") for line in [seed, *leakage])
+    assert all(line.startswith("LORA_LEAK_MODE=full LORA_LEAK_DEVICE=cuda ") for line in [article, *leakage])
 
 
 def test_unit_suite_uses_xdist_when_it_is_there_and_keeps_flower_on_request(monkeypatch):
@@ -73,7 +73,7 @@ def test_notebooks_are_chosen_by_number_in_course_order(capsys):
 
 @pytest.mark.parametrize("options, message", [
     (["--notebooks", "42"], "argument --notebooks: no notebook numbered 42: choose from 00, "),
-    (["--steps", "unit,bench"], "argument --steps: no step bench: choose from unit, notebooks, seed, leakage"),
+    (["--steps", "unit,bench"], "argument --steps: no step bench: choose from unit, notebooks, article, leakage"),
     (["--parallel", "0"], "argument --parallel: '0' is not a whole number of at least 1"),
 ])
 def test_a_bad_option_is_one_line_and_status_2(capsys, options, message):
@@ -114,13 +114,13 @@ def test_the_record_is_written_after_every_step(tmp_path, capsys):
     steps = [gpu.Step("unit", [sys.executable, "-c", "pass"], {}),
              *[gpu.Step(f"notebook {i}", [sys.executable, "-c", env_check], {"LORA_LEAK_MODE": "full"},
                         notebook=True) for i in range(3)],
-             gpu.Step("seed", [sys.executable, "-c", "raise SystemExit(1)"], {})]
+             gpu.Step("article", [sys.executable, "-c", "raise SystemExit(1)"], {})]
     out = tmp_path / "gpu.json"
     record = {"card": "test", "steps": []}
     gpu.run_all(steps, Namespace(parallel=2, timeout=60, budget=300), record, out)
     written = json.loads(out.read_text())
     assert written == record and written["card"] == "test"
-    assert [s["step"] for s in written["steps"]][0] == "unit" and written["steps"][-1]["step"] == "seed"
+    assert [s["step"] for s in written["steps"]][0] == "unit" and written["steps"][-1]["step"] == "article"
     assert sorted(s["step"] for s in written["steps"][1:4]) == ["notebook 0", "notebook 1", "notebook 2"]
     assert [s["status"] for s in written["steps"]] == ["passed"] * 4 + ["failed (1)"]
     assert len(capsys.readouterr().out.splitlines()) == len(steps)  # one line as each step ends

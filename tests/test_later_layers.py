@@ -90,16 +90,16 @@ def test_later_layers_attack_leaves_a_certified_span_result_alone(case):
     assert len(result.loss_history) == 1 and result.loss == result.loss_history[0] < span.CERTIFIED
 
 
-def test_the_search_budget_is_counted_in_rounds_not_seconds(case):
-    """A slow machine (here: a callback that sleeps every round) gets the same sentence from the same seed."""
+def test_the_search_budget_is_counted_in_iterations_not_seconds(case):
+    """A slow machine (here: a callback that sleeps every iteration) gets the same sentence from the same seed."""
     import time
 
     shared, ids, inputs, vocab = case
     inner = ids[1:-1]
-    broken = [ids[0]] + inner[::-1] + [ids[-1]]  # every word in the wrong place: many rounds to repair
-    fast = later_layers.deep_refine(shared, inputs, broken, vocab, rounds=3)
-    rounds = []
-    slow = later_layers.deep_refine(shared, inputs, broken, vocab, rounds=3,
-                                    on_round=lambda r, best: (rounds.append(r), time.sleep(0.5)))
-    assert rounds == [1, 2] and fast[1] > span.CERTIFIED  # the budget, not the certificate, ended both
+    broken = [ids[0]] + inner[::-1] + [ids[-1]]  # every word in the wrong place: many iterations to repair
+    fast = later_layers.deep_refine(shared, inputs, broken, vocab, iterations=3)
+    iterations = []
+    slow = later_layers.deep_refine(shared, inputs, broken, vocab, iterations=3,
+                                    on_iteration=lambda i, best: (iterations.append(i), time.sleep(0.5)))
+    assert iterations == [1, 2] and fast[1] > span.CERTIFIED  # the budget, not the certificate, ended both
     assert slow == fast

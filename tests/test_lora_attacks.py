@@ -28,9 +28,9 @@ def test_pooled_output_is_read_exactly_from_the_head_gradient():
 
 def test_lora_best_at_round_0_searches_beyond_the_relaxation():
     # round 0: every lora_A gradient is zero; a short run of the shortlist + substitution search with kicks
-    # already recovers some words (measured: 5 of 7 tokens at dlg_steps=40; 3 of 7 without the kicks)
+    # already recovers some words (measured: 5 of 7 tokens at steps=40; 3 of 7 without the kicks)
     text = "the nurse said my results were fine"
-    row = ll.experiments.attack_texts([text], [1], resolve("tiny-bert"), rank=8, rounds=0, dlg_steps=40)[0]
+    row = ll.experiments.attack_texts([text], [1], resolve("tiny-bert"), rank=8, rounds=0, steps=40)[0]
     assert row["token_accuracy"] >= 0.4 and row["tokens"] == 7 and row["rounds"] == 0
 
 

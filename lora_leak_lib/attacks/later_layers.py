@@ -24,8 +24,8 @@ from .search import (descent_step, input_basis, kicked, random_moves, rearrangem
                      unexplained)
 from .span import CERTIFIED
 
-LATER_ROUNDS = 40
-"""Rounds of the later-layer search on a sentence the first layer alone could not certify (each scores up to
+LATER_ITERATIONS = 40
+"""Iterations of the later-layer search on a sentence the first layer alone could not certify (each scores up to
 258 candidate sentences on layers 0 and 1): the budget is counted in steps, never in seconds."""
 SAFETY_SECONDS = 3600.0
 """A runaway guard only: no default search comes near it, and no test or notebook result depends on it."""
@@ -74,9 +74,9 @@ def neighbours(ids: list[int], substitutes: dict[int, list[int]], window: int) -
 
 
 def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], vocab: torch.Tensor,
-                layers: Sequence[int] = DEFAULT_LAYERS, rounds: int = LATER_ROUNDS, substitute_count: int = 8,
+                layers: Sequence[int] = DEFAULT_LAYERS, iterations: int = LATER_ITERATIONS, substitute_count: int = 8,
                 window: int = 8, shortlist: int = 256, kick: int = 3, patience: int = 1, seed: int = 0,
-                on_round: Callable[[int, float], None] | None = None,
+                on_iteration: Callable[[int, float], None] | None = None,
                 safety_seconds: float = SAFETY_SECONDS) -> tuple[list[int], float]:
     """Local search on the later-layer residual, from ``ids`` (with [CLS]/[SEP]); returns ids and residual.
 
@@ -89,8 +89,8 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     only when a round finds nothing. At a local minimum the best sentence so far gets ``kick`` random
     steps and the descent starts again (iterated local search). It stops when the sentence is certified
     in every layer, after ``patience`` kicks in a row that found nothing better (``kick=0``: at the first
-    local minimum), or after ``rounds`` rounds: a budget in steps, so the same seed gives the same sentence
-    on any machine. ``on_round(round, best residual)`` is called after each round; ``safety_seconds`` only
+    local minimum), or after ``iterations`` iterations: a budget in steps, so the same seed gives the same sentence
+    on any machine. ``on_iteration(iteration, best residual)`` is called after each iteration; ``safety_seconds`` only
     guards against a runaway search and no result should depend on it.
     """
     start = time.perf_counter()
@@ -100,11 +100,11 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     best_ids, best = list(ids), float(score([ids])[0])
     value, stale = best, 0
     subs, fresh = substitutes(basis, inputs, ids, vocab, substitute_count), True
-    for round in range(rounds):
+    for iteration in range(iterations):
         if best < CERTIFIED or time.perf_counter() - start > safety_seconds:
             break
-        if on_round is not None and round:
-            on_round(round, best)
+        if on_iteration is not None and iteration:
+            on_iteration(iteration, best)
         steps = neighbours(ids, subs, window)
         if len(steps) > shortlist:
             first = score([s for s, _ in steps], layers=(0,))
@@ -126,14 +126,14 @@ def deep_refine(shared: SharedUpdate, inputs: EmbeddingInputs, ids: list[int], v
     return best_ids, best
 
 
-def later_layer_search(case: Case, found: Reconstruction, progress: Progress, rounds: int = LATER_ROUNDS,
+def later_layer_search(case: Case, found: Reconstruction, progress: Progress, iterations: int = LATER_ITERATIONS,
                        layers: Sequence[int] = DEFAULT_LAYERS) -> Reconstruction:
     """One sentence the first layer could not certify (``found``), repaired by ``deep_refine`` on the spans of
-    ``layers`` of the latest live round, for up to ``rounds`` rounds; one more step of ``progress``."""
+    ``layers`` of the latest live round, for up to ``iterations`` iterations; one more step of ``progress``."""
     start = time.perf_counter()
     tokenizer = case.tokenizer
     ids = [case.special[0]] + found.token_ids[0] + [case.special[1]]
-    ids, residual = deep_refine(case.live_rounds[0], case.inputs, ids, case.vocab, layers, rounds)
+    ids, residual = deep_refine(case.live_rounds[0], case.inputs, ids, case.vocab, layers, iterations)
     body = ids[1:-1]
     progress.step(residual, [tokenizer.decode(body)])
     return Reconstruction(token_ids=[body], texts=[tokenizer.decode(body)], labels=found.labels,

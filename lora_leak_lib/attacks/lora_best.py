@@ -20,7 +20,7 @@ from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
 from .case import Case
 from .dlg import DLG
 from .inputs import first_layer_rows
-from .later_layers import LATER_ROUNDS, later_layer_search, thread_sentences
+from .later_layers import LATER_ITERATIONS, later_layer_search, thread_sentences
 from .layer_residual import DEFAULT_LAYERS
 from .registry import register
 from .span import CERTIFIED, batch_tokens, one_sentence
@@ -28,7 +28,7 @@ from .span import CERTIFIED, batch_tokens, one_sentence
 ROUND0_LR = 0.3
 """Adam's step on the vocabulary logits at round 0: over MiniLM's 30k-token vocabulary DLG's 0.03 barely moves."""
 ROUND0_RESTARTS = 3
-"""Relaxation restarts at round 0 (``dlg_steps // 2`` steps each): their top tokens together form the shortlist."""
+"""Relaxation restarts at round 0 (``steps // 2`` steps each): their top tokens together form the shortlist."""
 ROUND0_SEARCH_STEPS = 60
 """Greedy substitution steps after the relaxation at round 0 (each scores a few hundred texts exactly)."""
 ROUND0_KICKS, ROUND0_KICK_SIZE = 10, 8
@@ -36,16 +36,16 @@ ROUND0_KICKS, ROUND0_KICK_SIZE = 10, 8
 shortlisted substitutions of the best sentence so far (iterated local search) escape some of them."""
 
 
-def first_round_dlg(dlg_steps: int = 200, restarts: int = 1) -> DLG:
+def first_round_dlg(steps: int = 200, restarts: int = 1) -> DLG:
     """Round 0's strategy: relaxed-vocabulary cosine DLG on the ``lora_B`` and head gradients (lr 0.3, three
-    restarts of ``dlg_steps // 2`` steps) as a shortlist of tokens per position, then a greedy discrete search
+    restarts of ``steps // 2`` steps) as a shortlist of tokens per position, then a greedy discrete search
     scored by the exact matching loss, restarted ``ROUND0_KICKS`` times from random perturbations."""
-    return DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, dlg_steps // 2), restarts=max(ROUND0_RESTARTS, restarts),
+    return DLG(distance="cosine", lr=ROUND0_LR, steps=max(1, steps // 2), restarts=max(ROUND0_RESTARTS, restarts),
                search_steps=ROUND0_SEARCH_STEPS, kicks=ROUND0_KICKS, kick_size=ROUND0_KICK_SIZE, progress=False)
 
 
 def policy(case: Case, callback: Callback | None = None, first_round: DLG | None = None,
-           later_rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS,
+           later_iterations: int = LATER_ITERATIONS, layers: Sequence[int] = DEFAULT_LAYERS,
            token_sets: bool = True) -> Reconstruction:
     """What ``lora-best`` runs, situation by situation (``later-layers`` is the same without ``first_round``).
 
@@ -56,7 +56,7 @@ def policy(case: Case, callback: Callback | None = None, first_round: DLG | None
       times the span's rows) the token set read from the span first, near it the per-position pursuit and its
       repairs first (``span.recover_sentence``);
     - one sentence layer 0 could not certify: a local search on the spans of layers 0 and 1
-      (``later_layers.later_layer_search``), for up to ``later_rounds`` rounds.
+      (``later_layers.later_layer_search``), for up to ``later_iterations`` iterations.
     """
     if case.first_round and first_round is not None:
         return first_round.reconstruct(case.shared, case.knowledge, callback)
@@ -65,12 +65,12 @@ def policy(case: Case, callback: Callback | None = None, first_round: DLG | None
     forward = lambda step, loss, texts: progress.step(loss, texts)  # noqa: E731 (the strategies' steps are ours)
     if case.sentences != 1:
         found = batch_tokens(case, callback=forward, token_sets=token_sets)
-        if later_rounds > 0 and found.loss < CERTIFIED:
+        if later_iterations > 0 and found.loss < CERTIFIED:
             return thread_sentences(case, found, progress)
     else:
         found = one_sentence(case, callback=forward, token_sets=token_sets)
-        if later_rounds > 0 and found.loss >= CERTIFIED:
-            return later_layer_search(case, found, progress, later_rounds, layers)
+        if later_iterations > 0 and found.loss >= CERTIFIED:
+            return later_layer_search(case, found, progress, later_iterations, layers)
     found.loss_history, found.snapshots = progress.loss_history, progress.snapshots
     return found
 
@@ -78,21 +78,22 @@ def policy(case: Case, callback: Callback | None = None, first_round: DLG | None
 @register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head "
           "at round 0", "span residual (B ≠ 0) or DLG's matching loss (round 0)")
 class LoRABest:
-    """The strongest attack the course has on a LoRA-only update: ``policy`` with round 0's DLG."""
+    """The strongest attack the course has on a LoRA-only update: ``policy`` with round 0's DLG (``steps``, its
+    budget in optimiser steps, as every DLG's)."""
 
     name = "lora-best"
 
-    def __init__(self, dlg_steps: int = 200, restarts: int = 1, later_rounds: int = LATER_ROUNDS,
+    def __init__(self, steps: int = 200, restarts: int = 1, later_iterations: int = LATER_ITERATIONS,
                  token_sets: bool = True) -> None:
-        check_int(later_rounds, "later_rounds", 0, hint="it counts the later-layer search's steps")
-        self.dlg_steps, self.restarts, self.later_rounds = dlg_steps, restarts, later_rounds
+        check_int(later_iterations, "later_iterations", 0, hint="it counts the later-layer search's iterations")
+        self.steps, self.restarts, self.later_iterations = steps, restarts, later_iterations
         self.token_sets = token_sets
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
-        result = policy(Case(shared, knowledge), callback, first_round_dlg(self.dlg_steps, self.restarts),
-                        self.later_rounds, token_sets=self.token_sets)
+        result = policy(Case(shared, knowledge), callback, first_round_dlg(self.steps, self.restarts),
+                        self.later_iterations, token_sets=self.token_sets)
         result.attack, result.seconds = self.name, time.perf_counter() - start
         return result
 
@@ -101,21 +102,21 @@ class LoRABest:
           "the first layer could not certify", "span residual of layer 0, then summed over layers 0 and 1")
 class LaterLayers:
     """``policy`` without a first-round strategy: the span attack, then, for one sentence it could not certify,
-    the later-layer search for up to ``rounds`` rounds (a certified batch is threaded by layer 1).
+    the later-layer search for up to ``iterations`` iterations (a certified batch is threaded by layer 1).
 
     Its steps: one per sentence length the span attack tried, then one for the later-layer search.
     """
 
     name = "later-layers"
 
-    def __init__(self, rounds: int = LATER_ROUNDS, layers: Sequence[int] = DEFAULT_LAYERS,
+    def __init__(self, iterations: int = LATER_ITERATIONS, layers: Sequence[int] = DEFAULT_LAYERS,
                  token_sets: bool = True) -> None:
-        check_int(rounds, "rounds", 0, hint="it counts the later-layer search's steps")
-        self.rounds, self.layers, self.token_sets = rounds, tuple(layers), token_sets
+        check_int(iterations, "iterations", 0, hint="it counts the later-layer search's iterations")
+        self.iterations, self.layers, self.token_sets = iterations, tuple(layers), token_sets
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
-        result = policy(Case(shared, knowledge), callback, None, self.rounds, self.layers, self.token_sets)
+        result = policy(Case(shared, knowledge), callback, None, self.iterations, self.layers, self.token_sets)
         result.attack, result.seconds = self.name, time.perf_counter() - start
         return result

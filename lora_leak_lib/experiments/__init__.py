@@ -1,12 +1,12 @@
-"""The experiment layer: simulate, attack and score an update; the leakage table, watched rounds, seed
-replication, defence sweep.
+"""The experiment layer: simulate, attack and score an update; the leakage table, watched rounds, the
+article's experiment replicated, defence sweep.
 
 It sits above ``fl``, ``defenses`` and ``attacks`` and is what the CLI, the lab, Flower and the benchmarks call.
 """
-from . import leakage, multi_round, seed, sweep
+from . import leakage, multi_round, replication, sweep
 from .core import DEFAULT_ROUNDS, MAX_ROUNDS, attack_update, check_rounds, longest, reference_ids, score
 from .leakage import BENCHMARK, Setting, run_leakage_setting
 from .multi_round import attack_texts
 
 __all__ = ["BENCHMARK", "DEFAULT_ROUNDS", "MAX_ROUNDS", "Setting", "attack_texts", "attack_update", "check_rounds",
-           "leakage", "longest", "multi_round", "reference_ids", "run_leakage_setting", "score", "seed", "sweep"]
+           "leakage", "longest", "multi_round", "reference_ids", "replication", "run_leakage_setting", "score", "sweep"]

@@ -39,9 +39,8 @@ fused c_attn): the first six are the CPU table's, then BERT-base scale (MPNet) a
 
 
 def dlg_step_knobs(attack: str, dlg_steps: int) -> dict[str, int]:
-    """The knob that sets an attack's DLG step budget, whatever the attack calls it (none for the span test)."""
-    names = check_attack_name(attack).knob_names()
-    return {k: dlg_steps for k in ("dlg_steps", "steps") if k in names}
+    """The DLG step budget as the attack's ``steps`` knob (none for an attack without DLG, the span test)."""
+    return {"steps": dlg_steps} if "steps" in check_attack_name(attack).knob_names() else {}
 
 
 def run_leakage_setting(setting: Setting, examples: Sequence[data.Example], count: int, seed: int = 0,

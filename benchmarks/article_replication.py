@@ -1,9 +1,9 @@
-"""The seed's experiment reproduced: DLG as published (joint labels, L2) on LoRA-only updates, and lora-best.
+"""The article's experiment replicated: DLG as published (joint labels, L2) on LoRA-only updates, and lora-best.
 
-Run from the repository root, e.g. ``OMP_NUM_THREADS=1 python benchmarks/seed_replication.py --models tiny-bert
+Run from the repository root, e.g. ``OMP_NUM_THREADS=1 python benchmarks/article_replication.py --models tiny-bert
 --count 20 --steps 300``. Every model's updates (batch 1, 16 tokens, r = 8 on query and value, the adapter trained
 ``experiments.DEFAULT_ROUNDS`` steps as in the leakage table) are captured once and attacked by every attack.
-Prints one row per (model, attack) and writes ``benchmarks/results/seed_replication.json`` after every row; rows
+Prints one row per (model, attack) and writes ``benchmarks/results/article_replication.json`` after every row; rows
 of an earlier run with other (model, attack) pairs are kept, so models can be measured one at a time.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 import lora_leak_lib as ll
-from lora_leak_lib.experiments import seed as seed_exp
+from lora_leak_lib.experiments import replication
 
 DEFAULT_MODELS = ("tiny-bert", "minilm", "mpnet-base", "bert-base-uncased")
 
@@ -30,14 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="../shared/data/rt-polarity", help="folder with rt-polarity.pos/.neg")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help="models of the registry; one not installed or not reachable is skipped with a note")
-    parser.add_argument("--attacks", nargs="+", default=list(seed_exp.SEED_ATTACKS), choices=list(seed_exp.SEED_ATTACKS),
-                        metavar="ATTACK", help=f"rows per model, from: {', '.join(seed_exp.SEED_ATTACKS)}")
+    parser.add_argument("--attacks", nargs="+", default=list(replication.ARTICLE_ATTACKS), choices=list(replication.ARTICLE_ATTACKS),
+                        metavar="ATTACK", help=f"rows per model, from: {', '.join(replication.ARTICLE_ATTACKS)}")
     parser.add_argument("--count", type=int, default=20, help="sentences of 16 tokens per row")
     parser.add_argument("--steps", type=int, default=300, help="DLG optimiser steps per sentence")
     parser.add_argument("--rounds", type=int, default=ll.experiments.DEFAULT_ROUNDS,
                         help="adapter training steps before the attacked round (the leakage table's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/seed_replication.json")
+    parser.add_argument("--out", default="benchmarks/results/article_replication.json")
     return parser
 
 
@@ -94,7 +94,7 @@ def main() -> None:
     print(ll.setup(args.seed))
     examples = ll.data.rotten_tomatoes(args.data, seed=args.seed)
     run = dict(args=vars(args), machine=machine(), commit=commit(), started=time.strftime("%Y-%m-%d %H:%M"))
-    report = {"published": seed_exp.PUBLISHED, "recipe": dict(seed_exp.SEED_RECIPE), "rows": [], "skipped": {},
+    report = {"published": replication.PUBLISHED, "recipe": dict(replication.PUBLISHED_RECIPE), "rows": [], "skipped": {},
               "runs": [run]}
     print(f"{'model':<18} {'params':>7} {'attack':<26} {'n':>3} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} "
           f"{'s/sent':>7} {'published':>9}")
@@ -106,12 +106,12 @@ def main() -> None:
             continue
         start = time.perf_counter()
         public = ll.models.resolve(model)
-        sentences = seed_exp.seed_sentences(public, examples, args.count)
-        updates = seed_exp.seed_updates(public, sentences, rounds=args.rounds, seed=args.seed)
+        sentences = replication.article_sentences(public, examples, args.count)
+        updates = replication.article_updates(public, sentences, rounds=args.rounds, seed=args.seed)
         capture = (time.perf_counter() - start) / len(sentences)
         for attack in tqdm(args.attacks, desc=model, leave=False):
             start = time.perf_counter()
-            row = seed_exp.run_row(public, attack, sentences, updates, args.steps)
+            row = replication.run_article_row(public, attack, sentences, updates, args.steps)
             row.update(wall_seconds=time.perf_counter() - start, capture_seconds_per_sentence=capture,
                        load_average=os.getloadavg()[0], commit=run["commit"])
             for sentence in row["rows"]:  # scores only: the Rotten Tomatoes text stays out of the repository

@@ -1,9 +1,9 @@
-"""The seed's experiment: DLG as published (joint labels, L2) on LoRA-only updates, beside the course's exact attack.
+"""The article's experiment replicated: DLG as published (joint labels, L2) on LoRA-only updates, beside lora-best.
 
 The course starts from a published result: DLG (Zhu et al., 2019) run on LoRA-only gradients rebuilds 16-token
-sentences almost perfectly on small models but only about 36% of the tokens on BERT. ``SEED_RECIPE`` is that
-attack as published; ``SEED_ATTACKS`` adds, as separate rows, the numerical fix and the course's relaxations,
-and ``lora-best`` on the same updates; ``run_row`` measures one (model, attack) row.
+sentences almost perfectly on small models but only about 36% of the tokens on BERT. ``PUBLISHED_RECIPE`` is that
+attack as published; ``ARTICLE_ATTACKS`` adds, as separate rows, the numerical fix and the course's relaxations,
+and ``lora-best`` on the same updates; ``run_article_row`` measures one (model, attack) row.
 """
 from __future__ import annotations
 
@@ -18,66 +18,63 @@ from .core import DEFAULT_ROUNDS, attack_update
 PUBLISHED = {"small": 1.00, "bert": 0.36}
 """The published token accuracies of DLG on LoRA-only updates of 16-token sentences: small models, BERT."""
 
-SEED_LENGTH = 16
+ARTICLE_LENGTH = 16
 """Tokens per sentence (without [CLS]/[SEP]) in the published experiment."""
 
-SEED_RECIPE: Mapping[str, object] = dict(parametrisation="embeddings", distance="l2", optimizer="lbfgs", lr=1.0,
+PUBLISHED_RECIPE: Mapping[str, object] = dict(parametrisation="embeddings", distance="l2", optimizer="lbfgs", lr=1.0,
                                          learn_label=True, use_token_set=False, scale="none")
 """DLG as published: free dummy embeddings and a soft label, optimised jointly by L-BFGS (lr 1) on the raw L2
 distance between the dummy and the shared gradients; tokens are read off as the nearest word embedding."""
 
 
 @dataclass(frozen=True)
-class SeedAttack:
+class ArticleAttack:
     """One row's attack: a registry name and its knobs, and what it changes from the published recipe."""
 
     name: str
     attack: str
     knobs: Mapping[str, object] = field(default_factory=dict)
     change: str = ""
-    dlg: bool = True  # counts its budget in DLG steps (``steps``); lora-best takes ``dlg_steps`` (unused when B ≠ 0)
 
     def build(self, steps: int):
-        """The ready attack with a budget of ``steps`` optimiser steps."""
-        budget = {"steps": steps} if self.dlg else {"dlg_steps": steps}
-        return get_attack(self.attack, **{**self.knobs, **budget})
+        """The ready attack with a budget of ``steps`` DLG optimiser steps (lora-best's are unused when B ≠ 0)."""
+        return get_attack(self.attack, **{**self.knobs, "steps": steps})
 
 
-SEED_ATTACKS: dict[str, SeedAttack] = {a.name: a for a in (
-    SeedAttack("dlg-published", "dlg", SEED_RECIPE, "none: joint label, L2, free embeddings, L-BFGS"),
-    SeedAttack("dlg-published-unit-scale", "dlg",
-               {**SEED_RECIPE, "scale": "global", "lbfgs_tolerances": (0.0, 0.0)},
+ARTICLE_ATTACKS: dict[str, ArticleAttack] = {a.name: a for a in (
+    ArticleAttack("dlg-published", "dlg", PUBLISHED_RECIPE, "none: joint label, L2, free embeddings, L-BFGS"),
+    ArticleAttack("dlg-published-unit-scale", "dlg",
+               {**PUBLISHED_RECIPE, "scale": "global", "lbfgs_tolerances": (0.0, 0.0)},
                "numerical only: L2 of the update scaled to unit norm (same minimum), L-BFGS never stops early"),
-    SeedAttack("dlg-l2-per-tensor", "dlg", {**SEED_RECIPE, "scale": "tensor", "lbfgs_tolerances": (0.0, 0.0)},
+    ArticleAttack("dlg-l2-per-tensor", "dlg", {**PUBLISHED_RECIPE, "scale": "tensor", "lbfgs_tolerances": (0.0, 0.0)},
                "L2 with each shared tensor scaled to unit norm (the head no longer outweighs the adapter)"),
-    SeedAttack("dlg-relaxed-l2-per-tensor", "dlg",
+    ArticleAttack("dlg-relaxed-l2-per-tensor", "dlg",
                dict(parametrisation="relaxed", distance="l2", scale="tensor", optimizer="adam", lr=0.1,
                     learn_label=True, use_token_set=False),
                "L2 per tensor, relaxed vocabulary (softmax over the vocabulary, argmax), Adam lr 0.1"),
-    SeedAttack("dlg-relaxed-cosine", "dlg",
+    ArticleAttack("dlg-relaxed-cosine", "dlg",
                dict(parametrisation="relaxed", distance="cosine", optimizer="adam", lr=0.1, learn_label=True,
                     use_token_set=False),
                "the course's DLG objective: relaxed vocabulary, cosine per tensor, Adam lr 0.1"),
-    SeedAttack("lora-best", "lora-best", {}, "the course's exact attack (span of the first layer's lora_A rows)",
-               dlg=False),
+    ArticleAttack("lora-best", "lora-best", {}, "the course's exact attack (span of the first layer's lora_A rows)"),
 )}
 """Every row's attack by name: the published recipe first, then one change at a time, then ``lora-best``."""
 
 
-def check_seed_attack(name: str) -> SeedAttack:
-    """The entry of ``name`` in ``SEED_ATTACKS`` or one clear error listing them."""
-    if name not in SEED_ATTACKS:
-        raise ValueError(f"unknown seed attack {name!r}: choose one of {', '.join(map(repr, SEED_ATTACKS))}.")
-    return SEED_ATTACKS[name]
+def check_article_attack(name: str) -> ArticleAttack:
+    """The entry of ``name`` in ``ARTICLE_ATTACKS`` or one clear error listing them."""
+    if name not in ARTICLE_ATTACKS:
+        raise ValueError(f"unknown replication attack {name!r}: choose one of {', '.join(map(repr, ARTICLE_ATTACKS))}.")
+    return ARTICLE_ATTACKS[name]
 
 
-def seed_sentences(model: models.PublicModel, examples: Sequence[data.Example], count: int,
-                   length: int = SEED_LENGTH) -> list[data.Example]:
+def article_sentences(model: models.PublicModel, examples: Sequence[data.Example], count: int,
+                   length: int = ARTICLE_LENGTH) -> list[data.Example]:
     """The first ``count`` sentences with at least ``length`` tokens of ``model``'s tokenizer, cut to it."""
     return data.truncate_to_tokens(model.tokenizer, list(examples), length, count)
 
 
-def seed_updates(model: models.PublicModel, sentences: Sequence[data.Example], rank: int = 8,
+def article_updates(model: models.PublicModel, sentences: Sequence[data.Example], rank: int = 8,
                  rounds: int = DEFAULT_ROUNDS,
                  seed: int = 0) -> list[SharedUpdate]:
     """One client's LoRA-only FedSGD update per sentence (batch 1, r on query and value, the adapter trained
@@ -95,14 +92,14 @@ def head_share(updates: Sequence[SharedUpdate]) -> float:
     return sum(shares) / len(shares)
 
 
-def run_row(model: models.PublicModel, attack: str, sentences: Sequence[data.Example], updates: Sequence[SharedUpdate],
+def run_article_row(model: models.PublicModel, attack: str, sentences: Sequence[data.Example], updates: Sequence[SharedUpdate],
             steps: int = 100) -> dict:
-    """Attack every update with one seed attack (told the sentence length) and average the scores.
+    """Attack every update with one replication attack (told the sentence length) and average the scores.
 
     Returns model, parameters, attack, steps, sentences, the mean token accuracy, ROUGE-1/2, label accuracy,
     attack seconds per sentence, the published figure for this model's size, and one row per sentence.
     """
-    spec = check_seed_attack(attack)
+    spec = check_article_attack(attack)
     if len(sentences) != len(updates) or not sentences:
         raise ValueError(f"give one update per sentence, got {len(sentences)} sentences and {len(updates)} updates.")
     rows = []
@@ -115,7 +112,7 @@ def run_row(model: models.PublicModel, attack: str, sentences: Sequence[data.Exa
     mean = {k: summary[k]["mean"] for k in ("token_accuracy", "rouge1", "rouge2", "seconds") if k in summary}
     budget = lora.parameter_budget(model, updates[0].setup.rank)
     return dict(model=model.name, parameters=budget.total, shared_parameters=budget.trainable, attack=attack,
-                change=spec.change, steps=steps if spec.dlg else None, rank=updates[0].setup.rank,
+                change=spec.change, steps=steps if spec.attack == "dlg" else None, rank=updates[0].setup.rank,
                 sentences=len(rows), **mean, token_accuracy_std=summary["token_accuracy"]["std"],
                 head_share=head_share(updates),
                 published_token_accuracy=published_figure(model) if attack == "dlg-published" else None,
