@@ -29,13 +29,12 @@ def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.T
 SPAN_TOL = 5e-8
 """Relative singular value below which a direction of the stacked (normalised) rows counts as rounding.
 
-float32 gradients leave a floor of pure-noise directions at about 1–2e-8 of the largest (seen when the
-rows outnumber the inputs); everything above it is signal. An adapter trained from ``B = 0`` has a nearly
-low-rank ``B``, so much of the input span sits in small singular values: on tiny-bert after 20 steps
-(16 tokens, 20 Rotten Tomatoes sentences) a cut at 1e-5 gave 76% token accuracy, 1e-7 98%, 3e-8 99.7%.
-The price: rounding corrupts the weakest kept directions, so even the true sentence of such a model can
-leave a residual above ``CERTIFIED`` (about 0.1 on tiny-bert); the search then runs to its end instead of
-stopping early, and the result is the sentence with the least residual, not a certified one.
+float32 gradients leave a floor of pure-noise directions a little below this cut (where the rows outnumber the
+inputs); everything above it is signal. An adapter trained from ``B = 0`` has a nearly low-rank ``B``, so much of
+the input span sits in small singular values, and a higher cut drops real directions (notebook 05 compares two
+cuts). The price: rounding corrupts the weakest kept directions, so even the true sentence of such a model can
+leave a residual above ``CERTIFIED``; the search then runs to its end instead of stopping early, and the result
+is the sentence with the least residual, not a certified one.
 """
 
 

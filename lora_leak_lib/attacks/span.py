@@ -32,8 +32,8 @@ CERTIFIED = 1e-4
 
 FAR_PAST_RANK = 2
 """Inputs (with [CLS] and [SEP]) past this many times the span's rows: the span attack reads the token set first.
-Nearer the rank the per-position pursuit and its repairs certify in a fraction of the time (MiniLM, 16 tokens:
-0.1 s against 0.9 s), and the token set only follows a repair that did not certify."""
+Nearer the rank the per-position pursuit and its repairs usually certify faster, and the token set only follows a
+repair that did not certify."""
 
 def length_candidates(sep_distances: torch.Tensor, count: int = 3) -> list[int]:
     """Likely sentence lengths (with [CLS] and [SEP]): where [SEP] lies closest to the span, best first."""
