@@ -6,7 +6,6 @@ answered at once, in one line, with exit status 2; only then does it load ``comm
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -153,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_arguments(args)
-        commands = importlib.import_module(f"{__package__}.commands")
+        from . import commands  # torch and the models load here, once the command line has passed its checks
+
         status = getattr(commands, args.run)(args)
     except KeyboardInterrupt:
         print("lora-leak: interrupted.", file=sys.stderr)

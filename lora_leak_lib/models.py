@@ -175,8 +175,8 @@ class PublicModel:
 
     @property
     def hidden_size(self) -> int:
-        """Width of the hidden states (and of every ``lora_A`` row)."""
-        return int(self.config().hidden_size)
+        """Width of the hidden states (and of every ``lora_A`` row), from the catalog."""
+        return self.spec.hidden_size
 
     @property
     def text_limit(self) -> int:

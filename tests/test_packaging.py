@@ -120,8 +120,8 @@ def environment_venv(path: Path) -> Path:
     if site.ENABLE_USER_SITE:
         here.add(site.getusersitepackages())
     python = path / "bin" / "python"
-    (theirs,) = {subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                capture_output=True, text=True, check=True).stdout.strip()}
+    theirs = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
     Path(theirs, "outer_environment.pth").write_text("".join(f"{p}\n" for p in sorted(here) if Path(p).is_dir()))
     return python
 

@@ -19,7 +19,7 @@ def check_distance(distance: str) -> str:
 def directionless(target: Sequence[torch.Tensor]) -> list[bool]:
     """Which shared tensors have no direction for the cosine distance: zero, or zero up to rounding (a norm below
     the tensor's machine epsilon times the largest shared tensor's norm)."""
-    norms = [float(t.detach().norm()) for t in target]
+    norms = torch.stack([t.detach().norm().double() for t in target]).tolist()  # one transfer, not one a tensor
     largest = max(norms, default=0.0)
     return [n <= torch.finfo(t.dtype).eps * largest for n, t in zip(norms, target)]
 

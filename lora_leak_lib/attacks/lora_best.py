@@ -44,12 +44,13 @@ def first_round_dlg(steps: int = 200, restarts: int = 1) -> DLG:
                search_steps=ROUND0_SEARCH_STEPS, kicks=ROUND0_KICKS, kick_size=ROUND0_KICK_SIZE, progress=False)
 
 
-def policy(case: Case, callback: Callback | None = None, first_round: DLG | None = None,
+def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG | None = None,
            later_iterations: int = LATER_ITERATIONS, layers: Sequence[int] = DEFAULT_LAYERS,
            token_sets: bool = True) -> Reconstruction:
-    """What ``lora-best`` runs, situation by situation (``later-layers`` is the same without ``first_round``).
+    """What ``lora-best`` runs, situation by situation (``later-layers`` is the same without ``first_round_attack``).
 
-    - first round (every watched ``lora_A`` is zero, ``B = 0``): ``first_round``, DLG on ``lora_B`` and the head;
+    - first round (every watched ``lora_A`` is zero, ``B = 0``): ``first_round_attack``, DLG on ``lora_B`` and the
+      head;
     - a batch: each position's tokens from layer 0 (``span.batch_tokens``), then, when layer 0 certified them,
       the sentences threaded by layer 1 (``later_layers.thread_sentences``);
     - one sentence (``span.one_sentence``): per candidate length, far past the rank (inputs over ``FAR_PAST_RANK``
@@ -58,8 +59,8 @@ def policy(case: Case, callback: Callback | None = None, first_round: DLG | None
     - one sentence layer 0 could not certify: a local search on the spans of layers 0 and 1
       (``later_layers.later_layer_search``), for up to ``later_iterations`` iterations.
     """
-    if case.first_round and first_round is not None:
-        return first_round.reconstruct(case.shared, case.knowledge, callback)
+    if case.first_round and first_round_attack is not None:
+        return first_round_attack.reconstruct(case.shared, case.knowledge, callback)
     first_layer_rows(case.shared.update)  # one clear error when layer 0 has no attention LoRA
     progress = Progress(callback)
     forward = lambda step, loss, texts: progress.step(loss, texts)  # noqa: E731 (the strategies' steps are ours)
