@@ -26,18 +26,18 @@ from lora_leak_lib.experiments.multi_round import Watch, attack_watched, watched
 @dataclass(frozen=True)
 class Setting:
     """One row group: MiniLM, r = 8, adapter trained 20 steps, one sentence of ``tokens`` tokens, FedAvg Adam
-    at lr 1e-3 with ``local_steps`` steps, ``rounds`` consecutive rounds watched."""
+    at lr 1e-3 with ``local_steps`` steps, ``observed_rounds`` consecutive rounds watched."""
 
     tokens: int
     local_steps: int
-    rounds: int
+    observed_rounds: int
 
     def watch(self) -> Watch:
-        return Watch(observed_rounds=self.rounds, protocol="fedavg", local_steps=self.local_steps, optimizer="adam",
+        return Watch(observed_rounds=self.observed_rounds, protocol="fedavg", local_steps=self.local_steps, optimizer="adam",
                      lr=1e-3)
 
     def label(self) -> str:
-        return f"minilm, {self.tokens} tokens, Adam E={self.local_steps}, R={self.rounds}"
+        return f"minilm, {self.tokens} tokens, Adam E={self.local_steps}, R={self.observed_rounds}"
 
 
 SETTINGS = (Setting(16, 1, 1), Setting(16, 4, 1), Setting(16, 4, 8), Setting(64, 1, 1))
@@ -45,7 +45,7 @@ SETTINGS = (Setting(16, 1, 1), Setting(16, 4, 1), Setting(16, 4, 8), Setting(64,
 
 def sign_rows(texts: list[str], labels: list[int], model, setting: Setting) -> list[dict]:
     """The sign attack on one sentence's watched messages, scored like ``attack_watched``'s rows."""
-    messages, seen = watched_messages(texts, labels, model, 8, 20, setting.watch(), 0)
+    messages, seen = watched_messages(texts, labels, model, rank=8, trained_steps=20, watch=setting.watch(), seed=0)
     knowledge = Knowledge(length=setting.tokens, other_rounds=tuple(messages[1:]))
     rebuilt = sign_span_attack(messages[0], knowledge)
     rows = score(seen[0], rebuilt, model.tokenizer)
@@ -85,13 +85,13 @@ def main() -> None:
                 if attack == "sign":
                     rows += sign_rows([example.text], [example.label], model, setting)
                 else:
-                    rows += attack_watched([example.text], [example.label], model, 8, 20, setting.watch(),
-                                           "lora-best", 0)
+                    rows += [r.as_json() for r in attack_watched([example.text], [example.label], model, rank=8,
+                                                                 trained_steps=20, watch=setting.watch(), seed=0)]
             for row in rows:  # scores only: the Rotten Tomatoes text stays out of the repository
                 row.pop("original", None)
                 row.pop("reconstruction", None)
             summary = {"setting": setting.label(), "tokens": setting.tokens, "local_steps": setting.local_steps,
-                       "observed_rounds": setting.rounds, "attack": attack, "sentences": len(rows),
+                       "observed_rounds": setting.observed_rounds, "attack": attack, "sentences": len(rows),
                        "token_accuracy": sum(r["token_accuracy"] for r in rows) / len(rows),
                        "rouge1": sum(r["rouge1"] for r in rows) / len(rows),
                        "seconds": (time.perf_counter() - start) / len(rows),

@@ -2,7 +2,7 @@
 
 Run from the repository root, e.g. ``OMP_NUM_THREADS=1 python benchmarks/article_replication.py --models tiny-bert
 --count 20 --steps 300``. Every model's updates (batch 1, 16 tokens, r = 8 on query and value, the adapter trained
-``experiments.DEFAULT_ROUNDS`` steps as in the leakage table) are captured once and attacked by every attack.
+``experiments.DEFAULT_TRAINED_STEPS`` steps as in the leakage table) are captured once and attacked by every attack.
 Prints one row per (model, attack) and writes ``benchmarks/results/article_replication.json`` after every row; rows
 of an earlier run with other (model, attack) pairs are kept, so models can be measured one at a time.
 """
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="ATTACK", help=f"rows per model, from: {', '.join(replication.ARTICLE_ATTACKS)}")
     parser.add_argument("--count", type=int, default=20, help="sentences of 16 tokens per row")
     parser.add_argument("--steps", type=int, default=300, help="DLG optimiser steps per sentence")
-    parser.add_argument("--rounds", type=int, default=ll.experiments.DEFAULT_ROUNDS,
+    parser.add_argument("--trained-steps", type=int, default=ll.experiments.DEFAULT_TRAINED_STEPS,
                         help="adapter training steps before the attacked round (the leakage table's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/article_replication.json")
@@ -107,7 +107,7 @@ def main() -> None:
         start = time.perf_counter()
         public = ll.models.resolve(model)
         sentences = replication.article_sentences(public, examples, args.count)
-        updates = replication.article_updates(public, sentences, rounds=args.rounds, seed=args.seed)
+        updates = replication.article_updates(public, sentences, trained_steps=args.trained_steps, seed=args.seed)
         capture = (time.perf_counter() - start) / len(sentences)
         for attack in tqdm(args.attacks, desc=model, leave=False):
             start = time.perf_counter()

@@ -68,7 +68,7 @@ def main() -> None:
     columns = " ".join(f"{d + ' s/sent':>13}" for d in chosen) + (f" {'ratio':>6}" if len(chosen) == 2 else "")
     print(f"{'setting':<58} {'n':>3} {'token acc':>9} {'ROUGE-1':>8} {'ROUGE-2':>8} {columns}")
     for setting in settings:
-        slow = setting.tokens >= 64 or setting.rounds == 0
+        slow = setting.tokens >= 64 or setting.trained_steps == 0
         count = args.long_count if slow else args.count
         by_device = {}
         for device in chosen:  # the same sentences and seed on each device

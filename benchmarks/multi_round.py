@@ -28,7 +28,7 @@ from lora_leak_lib.experiments.multi_round import Watch, attack_watched
 @dataclass(frozen=True)
 class Row:
     """One row: a model, sentences of ``tokens`` tokens, ``batch`` sentences a message (``local`` held by the
-    client when it draws a new batch each round), ``rounds`` honest training steps before, the watch, and the
+    client when it draws a new batch each round), ``trained_steps`` honest training steps before, the watch, and the
     attack with its knobs (``(name, value)`` pairs)."""
 
     group: str
@@ -36,7 +36,7 @@ class Row:
     tokens: int
     batch: int
     watch: Watch
-    rounds: int = 20
+    trained_steps: int = 20
     local: int | None = None
     attack: str = "lora-best"
     knobs: tuple[tuple[str, object], ...] = ()
@@ -45,7 +45,7 @@ class Row:
         local = f", local set {self.local}" if self.local else ""
         attack = "" if self.attack == "lora-best" and not self.knobs else \
             f", {self.attack}" + "".join(f" {k}={v}" for k, v in self.knobs)
-        return (f"{self.model}, {self.batch} x {self.tokens} tokens{local}, round {self.rounds}, "
+        return (f"{self.model}, {self.batch} x {self.tokens} tokens{local}, round {self.trained_steps}, "
                 f"{self.watch.label()}{attack}")
 
 
@@ -66,7 +66,7 @@ def rows_of(group: str, observed: list[int]) -> list[Row]:
         return [Row("resampled", "minilm", 16, b, Watch(observed_rounds=r, batch_size=b), local=4 * b)
                 for b in (1, 4) for r in observed]
     if group == "round0":
-        return [Row("round0", m, 16, b, Watch(server=s), rounds=0) for m in ("tiny-bert", "minilm")
+        return [Row("round0", m, 16, b, Watch(server=s), trained_steps=0) for m in ("tiny-bert", "minilm")
                 for b in (1, 4) for s in ("honest", "malicious")]
     if group == "layers":
         return [Row("layers", "minilm", 64, 1, Watch(), attack="later-layers", knobs=(("layers", tuple(range(n))),))
@@ -82,25 +82,26 @@ def run_row(row: Row, examples: list[ll.data.Example], count: int, seed: int, dl
     per_message = row.local or row.batch
     messages = max(1, count // row.batch)
     chosen = ll.data.truncate_to_tokens(tokenizer, examples, row.tokens, messages * per_message)
-    knobs = {"steps": dlg_steps} if row.rounds == 0 and row.watch.server == "honest" else {}
+    knobs = {"steps": dlg_steps} if row.trained_steps == 0 and row.watch.server == "honest" else {}
     knobs.update(row.knobs)
     sentences: list[dict] = []
     attacks, tests = [], []
     for i in range(messages):
         part = chosen[i * per_message:(i + 1) * per_message]
-        scored = attack_watched([e.text for e in part], [e.label for e in part], public, 8, row.rounds, row.watch,
-                                row.attack, seed, time_span_test=True, **knobs)
-        sentences += scored
-        attacks.append(scored[0]["attack_seconds"])
-        if scored[0]["span_test_seconds"] is not None:
-            tests.append(scored[0]["span_test_seconds"])
+        scored = attack_watched([e.text for e in part], [e.label for e in part], public, rank=8,
+                                trained_steps=row.trained_steps, watch=row.watch, attack=row.attack, seed=seed,
+                                time_span_test=True, **knobs)
+        sentences += [s.as_json() for s in scored]
+        attacks.append(scored[0].attack_seconds)
+        if scored[0].span_test_seconds is not None:
+            tests.append(scored[0].span_test_seconds)
     summary = ll.metrics.summarize(sentences)
     keys = ("token_accuracy", "rouge1", "rouge2", "exact_match", "seconds")
     for s in sentences:  # scores only: the Rotten Tomatoes text stays out of the repository
         s.pop("original", None)
         s.pop("reconstruction", None)
     return {"key": row.key(), "group": row.group, "model": row.model, "tokens": row.tokens, "batch": row.batch,
-            "local": row.local, "rounds": row.rounds, **asdict(row.watch), "attack": row.attack,
+            "local": row.local, "trained_steps": row.trained_steps, **asdict(row.watch), "attack": row.attack,
             "knobs": dict(row.knobs), "messages": messages,
             "sentences": len(sentences), **{k: summary[k]["mean"] for k in keys if k in summary},
             "span_test_seconds": sum(tests) / len(tests) if tests else None,
@@ -122,7 +123,7 @@ def round0_why(model: str, examples: list[ll.data.Example], count: int, seed: in
     attack = get_attack("lora-best", steps=dlg_steps)
     rows = []
     for example in chosen:
-        shared = ll.fl.capture_update([example.text], [example.label], public, rank=8, rounds=0, seed=seed)
+        shared = ll.fl.capture_update([example.text], [example.label], public, rank=8, trained_steps=0, seed=seed)
         truth = tokenizer(example.text)["input_ids"][1:-1]
         found = attack.reconstruct(shared, Knowledge(length=len(truth)))
         true_loss, found_loss = matching_losses(shared, [truth, found.token_ids[0]])

@@ -52,8 +52,8 @@ PROVENANCE: dict[str, dict[str, str]] = {
                                      "committed": "2026-12-01"},
     "lora_leakage_round0.json": {"date": "2026-12-02", "command": "OMP_NUM_THREADS=1 python benchmarks/lora_leakage.py "
                                  "--settings 5 --long-count 20 --out benchmarks/results/lora_leakage_round0.json"},
-    "lora_leakage_token_sets.json": {"command": "python benchmarks/lora_leakage.py --settings 3,2,4,8 --count 20 "
-                                     "--long-count 5 --out benchmarks/results/lora_leakage_token_sets.json",
+    "lora_leakage_span_tokens.json": {"command": "python benchmarks/lora_leakage.py --settings 3,2,4,8 --count 20 "
+                                     "--long-count 5 --out benchmarks/results/lora_leakage_span_tokens.json",
                                      "committed": "2026-12-04"},
 }
 
@@ -63,8 +63,8 @@ WHAT: dict[str, str] = {  # what each leakage file measured, in words (no number
     "lora_leakage_batch.json": "The batch setting on its own, with the machine's default threads.",
     "lora_leakage_round0.json": "The first round (`B = 0`), with `lora-best`'s DLG search restarted from random "
                                 "perturbations of its best sentence (`DLG.kicks`).",
-    "lora_leakage_token_sets.json": "The settings the token-set path is for: the span attack reads the sentence's "
-                                    "token set off the first layer's span (`attacks/span_tokens.py`) and places "
+    "lora_leakage_span_tokens.json": "The settings the span's-tokens path is for: the span attack reads the "
+                                    "sentence's tokens off the first layer's span (`attacks/span_tokens.py`) and places "
                                     "each token by least squares, when the inputs far outnumber the rows "
                                     "(`span.FAR_PAST_RANK`) or after its first repair.",
     "lora_leakage_families.json": "Other families: MPNet at BERT-base scale (offline weights) and the GPT-2 decoder "
@@ -83,7 +83,7 @@ FULL_GRADIENT_ATTACKS = {
 
 ORDER = {  # files of one kind in reading order; any other file of that kind follows, by name
     "lora_leakage": ["lora_leakage.json", "lora_leakage_fastest.json", "lora_leakage_batch.json",
-                     "lora_leakage_round0.json", "lora_leakage_token_sets.json", "lora_leakage_families.json",
+                     "lora_leakage_round0.json", "lora_leakage_span_tokens.json", "lora_leakage_families.json",
                      "lora_leakage_mpnet_idle.json", "lora_leakage_mpnet_long.json", "lora_leakage_mpnet_64.json"],
     "defenses": ["defenses_minilm.json", "defenses_minilm_extra.json", "defenses.json"],
 }
@@ -189,7 +189,7 @@ def full_gradient(name: str, data: dict) -> str:
 
 
 def leakage_setting(row: dict) -> list[object]:
-    return [row["model"], row["tokens"], row["batch_size"], row["rounds"], row["rank"], f"`{row['attack']}`",
+    return [row["model"], row["tokens"], row["batch_size"], row["trained_steps"], row["rank"], f"`{row['attack']}`",
             row["sentences"]]
 
 
@@ -297,10 +297,10 @@ def adam_delta(name: str, data: dict) -> str:
 
 def article_command(args: dict) -> str:
     words = ["python benchmarks/article_replication.py"]
-    for key in ("models", "attacks", "count", "steps", "rounds", "seed"):
+    for key in ("models", "attacks", "count", "steps", "trained_steps", "seed"):
         if key in args:
             value = args[key]
-            words.append(f"--{key} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value)))
+            words.append(f"--{key.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value)))
     return " ".join(words)
 
 

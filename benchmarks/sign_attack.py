@@ -207,7 +207,7 @@ def sign_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), s
         raise ValueError("the sign attack recovers one sentence: the update holds a batch of "
                          f"{knowledge.sentences(shared)}.")
     tokenizer = shared.setup.model.tokenizer
-    inputs = public_inputs(shared.setup.model, shared.setup.model_seed, shared.setup.num_labels)
+    inputs = public_inputs(shared.setup.model, shared.setup.model_seed)
     signs = sign_rows(shared, knowledge).to(inputs.tokens)
     if signs.shape[1] != inputs.tokens.shape[1]:
         raise ValueError(f"the update's first-layer rows have {signs.shape[1]} columns but {shared.setup.model.name}'s "

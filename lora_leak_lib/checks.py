@@ -1,4 +1,4 @@
-"""The checks of a person's input that need nothing heavy: counts and sizes, ranks, rounds, texts.
+"""The checks of a person's input that need nothing heavy: counts and sizes, ranks, trained steps, texts.
 
 The command line runs them before torch or transformers load, so a bad input is answered at once; the library
 runs the same functions, so each rule is written once.
@@ -40,16 +40,17 @@ def check_rank(rank: object, hidden_size: int | None = None, name: str = "the mo
 
 SERVERS = ("honest", "malicious")
 """What the server does with the global adapter it sends: trains it honestly, or crafts it (a random ``B``)."""
-DEFAULT_ROUNDS = 20
+DEFAULT_TRAINED_STEPS = 20
 """Training steps of the global adapter before the attacked round in the CLI and benchmark: ``B ≠ 0``."""
-MAX_ROUNDS = 1000
+MAX_TRAINED_STEPS = 1000
 """The most pre-training steps a simulation takes: past a few dozen the adapter's span no longer changes."""
 
 
-def check_rounds(rounds: object) -> int:
-    """``rounds`` (training steps of the global adapter before the attacked round), or one clear error."""
-    return check_int(rounds, "rounds", 0, MAX_ROUNDS, hint="it counts the adapter's training steps before the "
-                     f"attacked round (0: the first round, B = 0); try {DEFAULT_ROUNDS}")
+def check_trained_steps(trained_steps: object, name: str = "trained_steps") -> int:
+    """``trained_steps`` (training steps of the global adapter before the attacked round), or one clear error that
+    calls it ``name`` (the command line says ``--trained-steps``)."""
+    return check_int(trained_steps, name, 0, MAX_TRAINED_STEPS, hint="it counts the adapter's training steps before "
+                     f"the attacked round (0: the first round, B = 0); try {DEFAULT_TRAINED_STEPS}")
 
 
 def visible_text(text: object) -> str:

@@ -11,8 +11,20 @@ from pathlib import Path
 from typing import Sequence
 
 from . import catalog
-from .checks import (DEFAULT_ROUNDS, DEFAULT_SEED, SERVERS, check_int, check_rank, check_rounds,
+from .checks import (DEFAULT_TRAINED_STEPS, DEFAULT_SEED, SERVERS, check_int, check_rank, check_trained_steps,
                      visible_text)
+
+
+class OldFlag(argparse.Action):
+    """A renamed flag kept as an alias: it stores its value under the new name and says that name on stderr."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{option_string} is now {self.new}: it counts the same thing.", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -51,11 +63,11 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"no folder at {args.data}: give the folder holding rt-polarity.pos and .neg (README, "
                              "Benchmarks, says how to get it).")
     if args.run == "attack":
-        check_rounds(args.rounds)
+        check_trained_steps(args.trained_steps, "--trained-steps")
         if args.observed_rounds < 1:
             raise ValueError(f"--observed-rounds counts the rounds the server watches, 1 or more, got "
                              f"{args.observed_rounds}.")
-        check_rounds(args.rounds + args.observed_rounds - 1)
+        check_trained_steps(args.trained_steps + args.observed_rounds - 1, "--trained-steps + --observed-rounds - 1")
         if (args.text is None) == (args.file is None):
             raise ValueError("give exactly one of --text \"...\" or --file F (one sentence a line).")
         if args.batch < 1 or args.batch > 1 and args.file is None:
@@ -89,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="the private sentence")
     p.add_argument("--file", help="a text file, one private sentence a line (each one client update)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+    p.add_argument("--trained-steps", type=int, default=DEFAULT_TRAINED_STEPS,
                    help="training steps of the global adapter before this round (0: first round, B = 0)")
+    p.add_argument("--rounds", type=int, dest="trained_steps", action=OldFlag, new="--trained-steps",
+                   help=argparse.SUPPRESS)
     p.add_argument("--attack", default="lora-best",
                    help="a registered attack that rebuilds text (default lora-best; an unknown name lists them)")
     p.add_argument("--observed-rounds", type=int, default=1,

@@ -26,11 +26,11 @@ def demo(args: argparse.Namespace) -> None:
         raise ValueError(f"--index {args.index} is out of range: choose 0 to {len(sentences) - 1}.")
     config.setup(args.seed)
     example = sentences[args.index]
-    rounds = experiments.DEFAULT_ROUNDS
+    trained_steps = experiments.DEFAULT_TRAINED_STEPS
     print(f"A client fine-tunes {args.model} with LoRA (rank {args.rank} on {' and '.join(setup.targets)}) on one private")
     print(f"sentence and sends its gradient to the server (FedSGD, seed {args.seed}). The global adapter has")
-    print(f"already trained {rounds} steps on other clients' sentences, so B ≠ 0.\n")
-    shared = capture_update([example.text], [example.label], model, rank=args.rank, rounds=rounds,
+    print(f"already trained {trained_steps} steps on other clients' sentences, so B ≠ 0.\n")
+    shared = capture_update([example.text], [example.label], model, rank=args.rank, trained_steps=trained_steps,
                             seed=args.seed)
     rows = gradients.describe_update(shared.update)
     width = max(len(gradients.short_name(r.name)) for r in rows)
@@ -51,10 +51,10 @@ def demo(args: argparse.Namespace) -> None:
     print(f"server rebuilds  : {row['reconstruction']!r}")
     print(f"token accuracy   : {row['token_accuracy']:.1%} (ROUGE-1 {row['rouge1']:.1%}), attack lora-best told "
           f"the length, {row['seconds']:.1f} s")
-    first = capture_update([example.text], [example.label], model, rank=args.rank, rounds=0, seed=args.seed)
+    first = capture_update([example.text], [example.label], model, rank=args.rank, trained_steps=0, seed=args.seed)
     zero_a = all(float(t.abs().max()) == 0.0 for n, t in first.update.items() if "lora_A" in n)
     print(f"round 0 caveat   : in the first round B = 0, so every dL/dA = (alpha/r)·Bᵀ·G is zero ({zero_a} here) "
-          "and the span attack has nothing to read; lora-best falls back to DLG (try `lora-leak attack --rounds 0`).")
+          "and the span attack has nothing to read; lora-best falls back to DLG (try `lora-leak attack --trained-steps 0`).")
     print("\nThe course explains each step: open it with `jupyter lab notebooks/`.")
 
 
@@ -84,22 +84,22 @@ def attack(args: argparse.Namespace) -> None:
             raise ValueError(f"a text has {count} tokens but {args.model} takes at most {limit}{where}: shorten it.")
     for start in range(0, len(checked), args.batch):
         batch = checked[start:start + args.batch]
-        for row in experiments.attack_texts(batch, [args.label] * len(batch), model, args.rank, args.rounds,
-                                            args.attack, args.seed, observed_rounds=args.observed_rounds,
-                                            server=args.server):
+        for row in experiments.attack_texts(batch, [args.label] * len(batch), model, rank=args.rank,
+                                            trained_steps=args.trained_steps, attack=args.attack, seed=args.seed,
+                                            observed_rounds=args.observed_rounds, server=args.server):
             _print_row(row, args.json)
 
 
-def _print_row(row: dict, as_json: bool) -> None:
+def _print_row(row: experiments.SentenceResult, as_json: bool) -> None:
     """One reconstructed sentence and its scores, flushed at once (piped output arrives as it is made)."""
     if as_json:
-        print(json.dumps(row), flush=True)
+        print(json.dumps(row.as_json()), flush=True)
         return
     print(f"original       : {row['original']}")
     print(f"reconstruction : {row['reconstruction']}")
     print(f"token accuracy : {row['token_accuracy']:.1%}   ROUGE-1 {row['rouge1']:.1%}   "
           f"ROUGE-2 {row['rouge2']:.1%}   ROUGE-L {row['rougeL']:.1%}")
-    round_ = "round 0 (B = 0)" if row["rounds"] == 0 else f"after {row['rounds']} training steps"
+    round_ = "round 0 (B = 0)" if row.trained_steps == 0 else f"after {row.trained_steps} training steps"
     if row["server"] == "malicious":
         round_ += ", malicious server (crafted B)"
     batch = f", batch {row['batch_size']}" if row.get("batch_size", 1) > 1 else ""

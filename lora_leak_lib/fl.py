@@ -283,23 +283,22 @@ def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int =
     return history
 
 
-def capture_update(texts: Sequence[str], labels: Sequence[int], model: models.PublicModel = models.TINY_BERT,
-                   rank: int = 8,
-                   alpha: float | None = None, targets: Sequence[str] = (),
-                   train_head: bool = True, rounds: int = 0, seed: int = 0) -> SharedUpdate:
+def capture_update(texts: Sequence[str], labels: Sequence[int], model: models.PublicModel = models.TINY_BERT, *,
+                   rank: int = 8, alpha: float | None = None, targets: Sequence[str] = (),
+                   train_head: bool = True, trained_steps: int = 0, seed: int = 0) -> SharedUpdate:
     """One client's FedSGD gradient on ``texts`` (one batch) as the server captures it.
 
-    ``rounds`` > 0 first trains the global adapter for that many steps on the course sentences (other
-    clients' data, not ``texts``), so that ``B ≠ 0`` as after some federated rounds; ``rounds=0`` is the
+    ``trained_steps`` > 0 first trains the global adapter for that many steps on the course sentences (other
+    clients' data, not ``texts``), so that ``B ≠ 0`` as after some federated rounds; ``trained_steps=0`` is the
     first round, where ``B = 0`` and every ``dL/dA`` is zero.
     """
     check_labels(texts, labels)
-    check_int(rounds, "rounds", 0, hint="it counts the adapter's training steps before this round, 0 or more")
+    check_int(trained_steps, "trained_steps", 0, hint="it counts the adapter's training steps before this round, 0 or more")
     config.set_seed(seed)
     setup = FederatedSetup(model=model, rank=rank, alpha=alpha, targets=tuple(targets), train_head=train_head,
                            model_seed=seed, protocol="fedsgd", batch_size=len(texts))
     public = [e for e in data.course_sentences() if e.text not in texts]
-    return _one_message(setup, trained_adapter(setup, public, rounds, seed), texts, labels, rounds, seed)
+    return _one_message(setup, trained_adapter(setup, public, trained_steps, seed), texts, labels, trained_steps, seed)
 
 
 _TRAINED: dict[tuple, State] = {}
@@ -335,10 +334,10 @@ def trained_adapters(setup: FederatedSetup, public: Sequence[data.Example], firs
     return [states[key[1]] for key in keys]
 
 
-def trained_adapter(setup: FederatedSetup, public: Sequence[data.Example], rounds: int, seed: int) -> nn.Module:
-    """The public model with its global adapter trained ``rounds`` Adam steps on ``public`` (``trained_adapters``)."""
+def trained_adapter(setup: FederatedSetup, public: Sequence[data.Example], trained_steps: int, seed: int) -> nn.Module:
+    """The public model with its global adapter trained ``trained_steps`` Adam steps on ``public`` (``trained_adapters``)."""
     model = setup.build_model()
-    gradients.load_trainable_state(model, trained_adapters(setup, public, rounds, 1, seed)[0])
+    gradients.load_trainable_state(model, trained_adapters(setup, public, trained_steps, 1, seed)[0])
     return model.eval()
 
 

@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 from . import config, fl, metrics, models
 from .attacks import ATTACKS, Attack, Knowledge, Reconstruction, SharedUpdate, attack_names, get_attack, lora_a_is_zero
 from .defenses import DEFENCES, defend_message, lab_defences
+from .checks import check_trained_steps
 from .experiments.multi_round import SERVERS, Watch, watched_messages
-from .checks import check_int
 
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TEXT = "my new pin is 4921 and the card works perfectly now"
@@ -25,7 +25,7 @@ LAB_MAX_TOKENS = 64
 StepCallback = Callable[[int, float, list[str]], None]
 
 LAB_DLG_LR = 0.1
-"""Adam's step for DLG in the lab. On notebook 07's sentence (tiny-bert, r=8, 20 rounds), 150 steps at 0.1
+"""Adam's step for DLG in the lab. On notebook 07's sentence (tiny-bert, r=8, 20 steps trained), 150 steps at 0.1
 reached 92% token accuracy where DLG's default 0.03 reached 0%."""
 LAB_KNOBS: dict[str, dict[str, object]] = {
     "lora-best": {"steps": config.steps(quick=150, full=400)},
@@ -113,11 +113,12 @@ class LabResult:
                 f" · ROUGE-L {s['rougeL']:.2f} · label {label}" + (f" · {self.seconds:.1f} s" if seconds else ""))
 
 
-def run_lab(text: str, model_name: str = "tiny-bert", rank: int = 8, attack: str = "lora-best",
-            defence: str = "none", rounds: int = 20, seed: int = 0, *, strength: float | None = None,
+def run_lab(text: str, model_name: str = "tiny-bert", *, rank: int = 8, attack: str = "lora-best",
+            defence: str = "none", trained_steps: int = 20, seed: int = 0, strength: float | None = None,
             label: int = 0, known_length: bool = True, on_step: StepCallback | None = None,
             server: str = "honest") -> LabResult:
-    """Simulate one client's LoRA gradient on ``text`` after ``rounds`` federated rounds, defend it, attack it.
+    """Simulate one client's LoRA gradient on ``text`` once the global adapter has trained
+    ``trained_steps`` steps (0: the first round, ``B = 0``), defend it, attack it.
 
     ``on_step(step, loss, texts)`` sees the attack's progress (the live view uses it). ``known_length``
     tells the attacker the number of word pieces (the strong-attacker assumption of LAMP and DAGER).
@@ -130,18 +131,19 @@ def run_lab(text: str, model_name: str = "tiny-bert", rank: int = 8, attack: str
     check_choice(defence, lab_defences(), "defence")
     check_choice(label, (0, 1), "label")
     check_choice(server, SERVERS, "server")
-    check_int(rounds, "rounds", 0)
+    check_trained_steps(trained_steps)
     reference = check_lab_text(text, model)
     start = time.perf_counter()
     if server == "honest":
-        shared = fl.capture_update([text.strip()], [label], model, rank=rank, rounds=rounds, seed=seed)
+        shared = fl.capture_update([text.strip()], [label], model, rank=rank, trained_steps=trained_steps, seed=seed)
     else:
-        shared = watched_messages([text.strip()], [label], model, rank, rounds, Watch(server=server), seed)[0][0]
+        shared = watched_messages([text.strip()], [label], model, rank=rank, trained_steps=trained_steps,
+                                  watch=Watch(server=server), seed=seed)[0][0]
     shared = defend(shared, defence, strength, seed)
     knowledge = Knowledge(length=len(reference)) if known_length else Knowledge()  # word pieces, no [CLS]/[SEP]
     if not known_length and _needs_length(attack, shared):
         raise ValueError("DLG needs the sentence length under LoRA: tick 'attacker knows the length' "
-                         "or use the span attack after some rounds (rounds > 0), which finds it itself.")
+                         "or use the span attack after some training (steps trained > 0), which finds it itself.")
     config.set_seed(seed)
     rebuilt = lab_attack(attack, seed).reconstruct(shared, knowledge, on_step)
     return _result(text.strip(), reference, rebuilt, label, model, rank, attack, defence,
@@ -232,7 +234,7 @@ class Lab:
     """The lab's widgets and the button handler; ``attack_lab()`` builds one and the notebook displays it."""
 
     def __init__(self, text: str = DEFAULT_TEXT, model_name: str = "tiny-bert", rank: int = 8,
-                 attack: str = "lora-best", defence: str = "none", rounds: int = 20, seed: int = 0) -> None:
+                 attack: str = "lora-best", defence: str = "none", trained_steps: int = 20, seed: int = 0) -> None:
         import ipywidgets as w
 
         check_choice(model_name, lab_models(), "model")
@@ -251,7 +253,7 @@ class Lab:
         self.defence = w.Dropdown(options=lab_defences(), value=defence, description="defence", style=wide)
         self.strength = w.FloatText(value=0.0, description="strength", style=wide, disabled=True,
                                     layout=w.Layout(width="180px"))
-        self.rounds = w.IntSlider(value=rounds, min=0, max=100, description="rounds before", style=wide)
+        self.trained_steps = w.IntSlider(value=trained_steps, min=0, max=100, description="steps trained", style=wide)
         self.label = w.Dropdown(options=[("negative", 0), ("positive", 1)], value=0, description="label",
                                 style=wide)
         self.server = w.Dropdown(options=list(SERVERS), value="honest", description="server", style=wide)
@@ -276,7 +278,7 @@ class Lab:
             self.text,
             w.HBox([self.model, self.rank, self.label]),
             w.HBox([self.attack, self.defence, self.strength]),
-            w.HBox([self.rounds, self.server, self.known_length]),
+            w.HBox([self.trained_steps, self.server, self.known_length]),
             w.HBox([self.button, self.status]),
             self.help, self.view, self.curve, self.metrics,
         ])
@@ -312,8 +314,8 @@ class Lab:
             self._reference = model.tokenizer.convert_ids_to_tokens(check_lab_text(self.text.value, model))
             self.view.value = render_comparison(self._reference, [], "")
             self.status.value = "capturing the client's update…"
-            result = run_lab(self.text.value, self.model.value, self.rank.value, self.attack.value,
-                             self.defence.value, self.rounds.value, self.seed,
+            result = run_lab(self.text.value, self.model.value, rank=self.rank.value, attack=self.attack.value,
+                             defence=self.defence.value, trained_steps=self.trained_steps.value, seed=self.seed,
                              strength=None if self.strength.disabled else self.strength.value,
                              label=self.label.value, known_length=self.known_length.value, on_step=self.on_step,
                              server=self.server.value)

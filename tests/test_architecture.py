@@ -79,7 +79,7 @@ def test_unknown_attacks_and_knobs_get_one_clear_error():
 @pytest.fixture(scope="module")
 def trained():
     text = "my new pin is 4921"
-    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, rounds=20)
+    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, trained_steps=20)
     return shared, text, ll.Knowledge(length=len(ll.experiments.reference_ids([text], resolve("tiny-bert").tokenizer)[0]))
 
 
@@ -106,7 +106,7 @@ def test_the_token_set_attack_works_on_full_fine_tuning_only():
     rec = ll.get_attack("token-set").reconstruct(full)
     assert rec.token_ids == [sorted(set(ll.experiments.reference_ids(["my pin is 4821"], resolve("tiny-bert").tokenizer)[0]))]
     with pytest.raises(ValueError, match="full fine-tuning"):
-        ll.get_attack("token-set").reconstruct(ll.fl.capture_update(["my pin"], [0], rounds=2))
+        ll.get_attack("token-set").reconstruct(ll.fl.capture_update(["my pin"], [0], trained_steps=2))
 
 
 def test_the_attack_model_has_exactly_the_shared_tensors_as_parameters(trained):
@@ -157,7 +157,8 @@ FRONT_ENDS = {"models", "cli", "commands", "widgets"}
 
 
 def name_readers(source: str) -> list[str]:
-    """Functions (and dataclass fields) of ``source`` that take a model's name, or resolve one inside a function."""
+    """Functions (and dataclass fields) of ``source`` that take a model's name, or resolve one inside a function.
+    A result record (a class with ``as_json``) may hold the name of the model it ran on: it is written, not read."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -167,7 +168,8 @@ def name_readers(source: str) -> list[str]:
             found += [f"{node.name} calls {ast.unparse(call.func)}" for call in ast.walk(node)
                       if isinstance(call, ast.Call) and ast.unparse(call.func) in
                       ("resolve", "models.resolve", "check_model_name", "models.check_model_name")]
-        if isinstance(node, ast.ClassDef):
+        writes = any(isinstance(f, ast.FunctionDef) and f.name == "as_json" for f in (node.body if isinstance(node, ast.ClassDef) else ()))
+        if isinstance(node, ast.ClassDef) and not writes:  # a result record (``as_json``) writes the name it ran on
             found += [f"{node.name}.{field.target.id}" for field in node.body if isinstance(field, ast.AnnAssign)
                       and isinstance(field.target, ast.Name) and "model" in field.target.id
                       and ast.unparse(field.annotation) == "str"]
@@ -184,6 +186,9 @@ def sweep(setup):
 class Recipe:
     model: str = "tiny-bert"
 def fine(model: models.PublicModel, tokenizer): ...
+class Row:
+    model: str
+    def as_json(self): ...
 '''
     assert name_readers(fake) == ["train(model_name)", "attack(model)", "sweep calls models.resolve", "Recipe.model"]
 
@@ -249,3 +254,44 @@ def test_the_duplicate_name_check_sees_functions_classes_and_constants(tmp_path)
     for name, source in (("a", "def run(): ...\nclass Row: ...\nLIMIT = 1\n"), ("b", "def run(): ...\nLIMIT: int = 2\n")):
         (tmp_path / f"{name}.py").write_text(source)
     assert public_definitions(tmp_path) == {"run": ["a.py", "b.py"], "Row": ["a.py"], "LIMIT": ["a.py", "b.py"]}
+
+
+FRONT_DOORS = {  # the library's entry points with many knobs, and the arguments they still take by position
+    "fl.capture_update": 3, "fl.run_federated": 4, "flower.run_flower": 3, "experiments.attack_texts": 3,
+    "experiments.multi_round.attack_watched": 3, "experiments.multi_round.watched_messages": 3,
+    "experiments.replication.article_updates": 2, "widgets.run_lab": 2,
+}
+
+
+@pytest.mark.parametrize("path, positional", FRONT_DOORS.items())
+def test_front_doors_with_many_knobs_take_them_by_keyword(path, positional):
+    """``capture_update(texts, labels, model, rank=8, trained_steps=20)``: a call says what each number is."""
+    import inspect
+
+    function = ll
+    for part in path.split("."):
+        function = getattr(function, part)
+    kinds = [p.kind for p in inspect.signature(function).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    assert all(k is inspect.Parameter.POSITIONAL_OR_KEYWORD for k in kinds[:positional]), path
+    assert all(k is inspect.Parameter.KEYWORD_ONLY for k in kinds[positional:]), path
+
+
+def test_every_simulated_attack_reports_one_typed_row_written_as_the_recorded_keys():
+    """``SentenceResult``: read by attribute or key, summarised like a dict, written with the recorded files' keys."""
+    import json
+    from dataclasses import fields
+
+    rows = ll.experiments.attack_texts(["a quiet film", "loud and long"], [1, 0], resolve("tiny-bert"), rank=8,
+                                       trained_steps=2, attack="span")
+    assert all(isinstance(r, ll.experiments.SentenceResult) for r in rows)
+    row = rows[0]
+    assert row["token_accuracy"] == row.token_accuracy and dict(row) == row.as_json()
+    assert (row.model, row.rank, row.trained_steps, row.attack, row.batch_size, row.sentences) == \
+        ("tiny-bert", 8, 2, "span", 2, 2)
+    written = json.loads(json.dumps(row.as_json()))
+    assert list(written) == [f.name for f in fields(row)]
+    recorded = ll.data.recorded("lora_leakage.json")["rows"][0]["rows"][0]
+    assert set(recorded) <= set(written)  # the recorded rows (texts left out) use the same keys
+    assert ll.metrics.summarize(rows)["token_accuracy"]["n"] == 2
+    with pytest.raises(KeyError):
+        row["rounds"]

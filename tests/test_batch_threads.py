@@ -10,7 +10,7 @@ MODEL = resolve("minilm")  # a trained-looking span: tiny-bert's random model ne
 
 
 def test_batched_threading_scores_equal_one_batch_at_a_time_and_single_out_the_right_threading():
-    messages, _ = watched_messages(TEXTS, [0, 1], MODEL, 8, 20, Watch())
+    messages, _ = watched_messages(TEXTS, [0, 1], MODEL, rank=8, trained_steps=20, watch=Watch())
     tokenizer = MODEL.tokenizer
     right = [tuple(tokenizer(t)["input_ids"]) for t in TEXTS]
     a, b = right

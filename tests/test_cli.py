@@ -90,7 +90,7 @@ PROBES = [  # (name, set-up, argv, exit status, words in the one line)
     ("ctrl-c", _interrupt, ["attack", "--text", "my pin is 4921"], 130, "interrupted"),
     ("huge rank", None, ["attack", "--rank", "100000", "--text", "hi"], 2, "hidden size 128"),
     ("no observed rounds", None, ["attack", "--observed-rounds", "0", "--text", "hi"], 2, "1 or more"),
-    ("huge rounds", None, ["attack", "--rounds", "100000", "--text", "hi"], 2, "an integer from 0 to 1000"),
+    ("huge trained steps", None, ["attack", "--trained-steps", "100000", "--text", "hi"], 2, "--trained-steps must be an integer from 0 to 1000"),
     ("zero-width text", None, ["attack", "--text", "\u200b\u200b\u2060"], 2, "invisible"),
     ("zero-width line", lambda m, t: _file(t, "a fine sentence\n\u200b\u200b\n".encode()),
      ["attack", "--file", "{setup}"], 2, "line 2 of"),
@@ -123,7 +123,7 @@ BEFORE_TORCH = [  # bad command lines the CLI answers before it loads anything h
     ["attack", "--model", "gpt-5", "--text", "hi"],
     ["attack", "--rank", "-3", "--text", "hi"],
     ["attack", "--rank", "100000", "--text", "hi"],
-    ["attack", "--rounds", "100000", "--text", "hi"],
+    ["attack", "--trained-steps", "100000", "--text", "hi"],
     ["attack", "--text", "  \u200b "],
     ["attack", "--file", "/no/such/file.txt"],
     ["attack", "--text", "hi", "--file", "x.txt"],
@@ -132,6 +132,13 @@ BEFORE_TORCH = [  # bad command lines the CLI answers before it loads anything h
     ["bench", "--data", "/no/such/folder"],
     ["bench", "--model", "no-such-model"],
 ]
+
+
+def test_the_old_rounds_flag_stores_trained_steps_and_says_its_new_name(capsys):
+    args = cli.build_parser().parse_args(["attack", "--rounds", "3", "--text", "hi"])
+    assert args.trained_steps == 3
+    assert capsys.readouterr().err == "--rounds is now --trained-steps: it counts the same thing.\n"
+    assert cli.build_parser().parse_args(["attack", "--text", "hi"]).trained_steps == 20
 
 
 def test_bad_arguments_are_answered_before_torch_or_transformers_load():

@@ -93,8 +93,8 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
     """Capture, every registered attack, DLG with a token set, every defence in the registry (secure aggregation
     and DP-SGD included), watched rounds, the malicious server, Flower's array conversion and ``LoRALinear``."""
     text = "the movie was a quiet and lovely surprise"
-    shared = fl.capture_update([text], [1], resolve("tiny-bert"), rounds=2)
-    zero = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=0)
+    shared = fl.capture_update([text], [1], resolve("tiny-bert"), trained_steps=2)
+    zero = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), trained_steps=0)
     full = fl.capture_full_update(["a quiet film"], [1], resolve("tiny-bert"))
     returned = [shared, zero, full]
     quick = dict(dlg=dict(steps=3, restarts=1), **{"lora-best": dict(steps=3, restarts=1, later_iterations=2)})
@@ -110,10 +110,10 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
         returned += ran
     token_set = get_attack("dlg", steps=3, restarts=1, use_token_set=True).reconstruct(full, Knowledge(length=5))
     assert token_set.token_ids
-    batch = experiments.attack_texts(["a quiet film", "loud and long"], [1, 0], resolve("tiny-bert"), rounds=2, attack="span")
-    decoder = experiments.attack_texts(["a gentle film"], None, resolve("tiny-gpt2"), rounds=2, attack="span")
-    watched = attack_watched(["a quiet film"], [1], resolve("tiny-bert"), rounds=2, attack="span")
-    crafted, _ = watched_messages(["a quiet film"], [1], resolve("tiny-bert"), 8, 0, Watch(server="malicious"))
+    batch = experiments.attack_texts(["a quiet film", "loud and long"], [1, 0], resolve("tiny-bert"), trained_steps=2, attack="span")
+    decoder = experiments.attack_texts(["a gentle film"], None, resolve("tiny-gpt2"), trained_steps=2, attack="span")
+    watched = attack_watched(["a quiet film"], [1], resolve("tiny-bert"), trained_steps=2, attack="span")
+    crafted, _ = watched_messages(["a quiet film"], [1], resolve("tiny-bert"), rank=8, trained_steps=0, watch=Watch(server="malicious"))
     assert ll.malicious.check_global_adapter(crafted[0].global_state, crafted[0].setup, 0)
     assert batch and decoder and watched
     recipe = Recipe(n_clients=2, rounds=1, batch_size=2, n_victims=1, limit=12, seed=0)
@@ -135,7 +135,7 @@ def test_every_attack_defence_and_party_runs_on_the_device(device):
 
 @pytest.mark.skipif(not flower.flower_available(), reason=flower.INSTALL_HINT)
 def test_flowers_array_conversion_comes_back_to_the_device(device):
-    shared = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1)
+    shared = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), trained_steps=1)
     model = shared.public_model()
     arrays = flower.peft_state(model)
     assert all(isinstance(a, np.ndarray) for a in arrays)
@@ -167,17 +167,17 @@ def _dlg_with_a_token_set():
 
 
 def _secure_aggregation():
-    update = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1).update
+    update = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), trained_steps=1).update
     secure_aggregation.secure_aggregate([update, update])
 
 
 def _secagg_client_delta():
-    update = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1).update
+    update = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), trained_steps=1).update
     flower.delta_arrays(update, list(update))
 
 
 def _attack_on_a_quantised_update():
-    shared = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rounds=1)
+    shared = fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), trained_steps=1)
     quantised = flower.secagg_quantized(shared.update, 1.0, 2**20)
     get_attack("span").reconstruct(replace(shared, update=quantised), Knowledge(length=5))
 

@@ -159,7 +159,7 @@ def test_dlg_recovers_repeated_tokens():
 @pytest.fixture(scope="module")
 def round0_problem():
     """A round-0 LoRA update (B = 0: only lora_B and head gradients carry anything) and its DLG problem."""
-    shared = ll.fl.capture_update([TEXT], [1], resolve("tiny-bert"), rank=4, rounds=0)
+    shared = ll.fl.capture_update([TEXT], [1], resolve("tiny-bert"), rank=4, trained_steps=0)
     reference = ll.models.TINY_BERT.tokenizer(TEXT)["input_ids"][1:-1]
     return ll.attacks.TextProblem.build(shared, Knowledge(length=len(reference))), reference
 
@@ -215,7 +215,7 @@ def test_scale_weighs_the_shared_tensors_without_moving_the_minimum(round0_probl
 
 
 def test_dlg_lbfgs_tolerances_are_a_knob():
-    shared = ll.fl.capture_update([TEXT], [1], rank=2, rounds=2)
+    shared = ll.fl.capture_update([TEXT], [1], rank=2, trained_steps=2)
     attack = ll.get_attack("dlg", parametrisation="embeddings", distance="l2", optimizer="lbfgs", lr=1.0,
                            learn_label=True, steps=3, lbfgs_tolerances=(0.0, 0.0), scale="global")
     rec = attack.reconstruct(shared, Knowledge(length=4))
@@ -225,7 +225,7 @@ def test_dlg_lbfgs_tolerances_are_a_knob():
 def test_kicks_restart_the_search_and_never_end_worse_than_one_descent():
     # round 0 (B = 0): the greedy search stops in a local minimum; kicks restart it from perturbations of the best
     text = "the nurse said my results were fine"
-    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, rounds=0)
+    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, trained_steps=0)
     knowledge = Knowledge(length=7)
     plain = DLG(distance="cosine", lr=0.3, steps=20, search_steps=10, progress=False)
     kicked = dataclasses.replace(plain, kicks=3, kick_size=3)
@@ -237,7 +237,7 @@ def test_kicks_restart_the_search_and_never_end_worse_than_one_descent():
 
 @pytest.mark.parametrize("knob, value", [("kicks", -1), ("kick_size", 0), ("kicks", 1.5)])
 def test_kick_knobs_are_counts(knob, value):
-    shared = ll.fl.capture_update([TEXT], [0], resolve("tiny-bert"), rank=4, rounds=0)
+    shared = ll.fl.capture_update([TEXT], [0], resolve("tiny-bert"), rank=4, trained_steps=0)
     with pytest.raises(ValueError, match=f"{knob} must be .*it counts the discrete search's steps"):
         dataclasses.replace(DLG(progress=False), **{knob: value}).reconstruct(shared, Knowledge(length=4))
 

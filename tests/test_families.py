@@ -70,7 +70,7 @@ def test_the_first_layer_inputs_in_closed_form_are_what_the_model_feeds_its_lora
 
 
 def test_a_decoder_client_trains_on_its_next_tokens_and_sends_only_lora():
-    shared = fl.capture_update(["the film is quiet and kind"], [0], resolve("tiny-gpt2"), rank=2, rounds=2)
+    shared = fl.capture_update(["the film is quiet and kind"], [0], resolve("tiny-gpt2"), rank=2, trained_steps=2)
     assert shared.update and all("lora_" in n for n in shared.update)
     assert any(n.endswith("c_attn.lora_A.default.weight") for n in shared.update)
     model = shared.attack_model()
@@ -90,13 +90,13 @@ def test_federated_averaging_runs_on_a_decoder():
 
 
 def test_the_span_attack_rebuilds_a_decoder_clients_text_exactly():
-    row = experiments.attack_texts(["a gentle film about two brothers"], None, resolve("tiny-gpt2"), rank=8, rounds=5,
+    row = experiments.attack_texts(["a gentle film about two brothers"], None, resolve("tiny-gpt2"), rank=8, trained_steps=5,
                                    attack="span")[0]
     assert row["token_accuracy"] == 1.0 and row["reconstruction"] == "a gentle film about two brothers"
 
 
 def test_dlg_matches_a_decoder_gradient_and_its_own_text_scores_zero():
-    shared = fl.capture_update(["a quiet film"], [0], resolve("tiny-gpt2"), rank=2, rounds=2)
+    shared = fl.capture_update(["a quiet film"], [0], resolve("tiny-gpt2"), rank=2, trained_steps=2)
     attack = get_attack("dlg", steps=3, restarts=1)
     result = attack.reconstruct(shared, Knowledge(length=3))
     assert len(result.token_ids[0]) == 3 and result.labels == [] and len(result.loss_history) == 3
@@ -108,7 +108,7 @@ def test_dlg_matches_a_decoder_gradient_and_its_own_text_scores_zero():
 
 
 def test_labels_and_the_head_leak_say_a_decoder_has_none():
-    shared = fl.capture_update(["a quiet film"], [0], resolve("tiny-gpt2"), rank=2, rounds=1)
+    shared = fl.capture_update(["a quiet film"], [0], resolve("tiny-gpt2"), rank=2, trained_steps=1)
     for name in ("labels", "head-leak"):
         with pytest.raises(ValueError, match="classifier"):
             get_attack(name).reconstruct(shared, Knowledge())
@@ -155,7 +155,7 @@ def test_mpnet_base_loads_offline_and_leaks_a_sentence_exactly():
     mpnet, bert = models.resolve("mpnet-base").tokenizer, models.resolve("tiny-bert").tokenizer
     text = "a quiet and lovely surprise"
     assert [i - 4 for i in mpnet.encode(text, add_special_tokens=False)] == bert.encode(text, add_special_tokens=False)
-    row = experiments.attack_texts([text], [1], resolve("mpnet-base"), rounds=1, attack="span")[0]
+    row = experiments.attack_texts([text], [1], resolve("mpnet-base"), trained_steps=1, attack="span")[0]
     assert row["reconstruction"] == text and row["token_accuracy"] == 1.0
 
 

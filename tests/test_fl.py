@@ -231,9 +231,9 @@ def test_run_federated_reads_a_rotten_tomatoes_folder(tmp_path):
 
 def test_a_cached_global_adapter_gives_exactly_the_update_a_fresh_training_gives(monkeypatch):
     monkeypatch.setattr(ll.fl, "_TRAINED", {})
-    fresh = ll.fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rank=2, rounds=3)
+    fresh = ll.fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rank=2, trained_steps=3)
     assert len(ll.fl._TRAINED) == 1
-    cached = ll.fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rank=2, rounds=3)
+    cached = ll.fl.capture_update(["a quiet film"], [1], resolve("tiny-bert"), rank=2, trained_steps=3)
     for name in fresh.update:
         assert torch.equal(fresh.update[name], cached.update[name]), name
         assert torch.equal(fresh.global_state[name], cached.global_state[name]), name

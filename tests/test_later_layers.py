@@ -11,7 +11,7 @@ TEXT = "the quiet garden keeps its secrets under the old stone wall"
 
 @pytest.fixture(scope="module")
 def case():
-    shared = ll.fl.capture_update([TEXT], [1], resolve("minilm"), rank=8, rounds=20)
+    shared = ll.fl.capture_update([TEXT], [1], resolve("minilm"), rank=8, trained_steps=20)
     tokenizer = ll.models.resolve("minilm").tokenizer
     ids = tokenizer(TEXT)["input_ids"]
     inputs = ll.attacks.public_inputs(resolve("minilm"))

@@ -16,7 +16,7 @@ def offline(monkeypatch):
 
 def test_pooled_output_is_read_exactly_from_the_head_gradient():
     text = "i owe the bank four thousand pounds"
-    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=4, rounds=0)
+    shared = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=4, trained_steps=0)
     model = shared.public_model()
     encoded = ll.models.resolve("tiny-bert").tokenizer([text], return_tensors="pt").to(model.device)
     with torch.no_grad():
@@ -30,8 +30,8 @@ def test_lora_best_at_round_0_searches_beyond_the_relaxation():
     # round 0: every lora_A gradient is zero; a short run of the shortlist + substitution search with kicks
     # already recovers some words (measured: 5 of 7 tokens at steps=40; 3 of 7 without the kicks)
     text = "the nurse said my results were fine"
-    row = ll.experiments.attack_texts([text], [1], resolve("tiny-bert"), rank=8, rounds=0, steps=40)[0]
-    assert row["token_accuracy"] >= 0.4 and row["tokens"] == 7 and row["rounds"] == 0
+    row = ll.experiments.attack_texts([text], [1], resolve("tiny-bert"), rank=8, trained_steps=0, steps=40)[0]
+    assert row["token_accuracy"] >= 0.4 and row["tokens"] == 7 and row.trained_steps == 0
 
 
 def test_get_attack_knows_the_names_and_rejects_others():
@@ -42,7 +42,7 @@ def test_get_attack_knows_the_names_and_rejects_others():
 
 
 def test_attack_texts_scores_a_trained_round_on_minilm():
-    row = ll.experiments.attack_texts(["the nurse said my results were fine"], [1], resolve("minilm"), rank=8, rounds=20)[0]
+    row = ll.experiments.attack_texts(["the nurse said my results were fine"], [1], resolve("minilm"), rank=8, trained_steps=20)[0]
     assert row["reconstruction"] == row["original"]
     assert row["token_accuracy"] == 1.0 and row["rouge1"] == 1.0
     assert {"seconds", "model", "rank", "attack", "rouge2", "rougeL"} <= set(row)

@@ -25,10 +25,10 @@ def outside_inputs(update, texts, model=resolve("tiny-bert")):
 
 
 def test_one_training_run_gives_the_rounds_capture_update_gives():
-    messages, seen = watched_messages([TEXT], [1], resolve("tiny-bert"), 8, 20, Watch(observed_rounds=2))
+    messages, seen = watched_messages([TEXT], [1], resolve("tiny-bert"), rank=8, trained_steps=20, watch=Watch(observed_rounds=2))
     assert seen == [[TEXT], [TEXT]]
     for r, message in zip((20, 21), messages):
-        reference = ll.fl.capture_update([TEXT], [1], resolve("tiny-bert"), 8, rounds=r)
+        reference = ll.fl.capture_update([TEXT], [1], resolve("tiny-bert"), rank=8, trained_steps=r)
         assert all(torch.equal(reference.update[n], message.update[n]) for n in reference.update)
         assert all(torch.equal(reference.global_state[n], message.global_state[n]) for n in reference.update)
 
@@ -38,8 +38,8 @@ def test_fedavg_sgd_delta_stays_in_the_span_of_the_inputs_and_adam_leaves_it():
 
     The delta is a difference of float32 weights, so its rows leave the span by the rounding of A (about
     6e-8·|A|/|ΔA|, here ~5e-3): less exact than a gradient, far inside what Adam's delta leaves."""
-    sgd, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), 8, 20, Watch(protocol="fedavg", local_steps=3))
-    adam, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), 8, 20, Watch(protocol="fedavg", local_steps=3,
+    sgd, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), rank=8, trained_steps=20, watch=Watch(protocol="fedavg", local_steps=3))
+    adam, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), rank=8, trained_steps=20, watch=Watch(protocol="fedavg", local_steps=3,
                                                                      optimizer="adam", lr=1e-3))
     assert sgd[0].kind == "delta"
     inside, outside = outside_inputs(sgd[0].update, [TEXT]), outside_inputs(adam[0].update, [TEXT])
@@ -48,7 +48,7 @@ def test_fedavg_sgd_delta_stays_in_the_span_of_the_inputs_and_adam_leaves_it():
 
 def test_a_batch_drawn_afresh_each_round_mixes_sentences():
     texts = ["a b c", "d e f", "g h i", "j k l"]
-    _, seen = watched_messages(texts, [0, 1, 0, 1], resolve("tiny-bert"), 2, 5, Watch(observed_rounds=3, batch_size=1))
+    _, seen = watched_messages(texts, [0, 1, 0, 1], resolve("tiny-bert"), rank=2, trained_steps=5, watch=Watch(observed_rounds=3, batch_size=1))
     assert all(len(s) == 1 for s in seen) and len({s[0] for s in seen}) > 1
 
 
@@ -56,8 +56,8 @@ def test_a_batch_beyond_the_rank_of_one_round_comes_back_exactly_from_enough_rou
     """r = 2 on query and value: 4 rows a round for a batch of 4 sentences with 14 distinct inputs. Four rounds
     stack 16 rows: the first layer gives every position's tokens exactly and layer 1 threads them."""
     texts = ["cold soup today", "blue horse runs", "my pin code", "send more cash"]
-    one = attack_watched(texts, [0, 1, 0, 1], resolve("tiny-bert"), 2, 20, Watch(observed_rounds=1))
-    four = attack_watched(texts, [0, 1, 0, 1], resolve("tiny-bert"), 2, 20, Watch(observed_rounds=4))
+    one = attack_watched(texts, [0, 1, 0, 1], resolve("tiny-bert"), rank=2, trained_steps=20, watch=Watch(observed_rounds=1))
+    four = attack_watched(texts, [0, 1, 0, 1], resolve("tiny-bert"), rank=2, trained_steps=20, watch=Watch(observed_rounds=4))
     assert sum(r["exact_match"] for r in one) < 4
     assert [r["reconstruction"] for r in four] == texts
 
@@ -70,8 +70,8 @@ def test_watch_rejects_bad_settings_in_one_line():
 
 
 def test_malicious_round_zero_leaks_and_the_client_can_tell():
-    honest, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), 8, 0, Watch())
-    crafted, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), 8, 0, Watch(server="malicious"))
+    honest, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), rank=8, trained_steps=0, watch=Watch())
+    crafted, _ = watched_messages([TEXT], [1], resolve("tiny-bert"), rank=8, trained_steps=0, watch=Watch(server="malicious"))
     assert ll.attacks.lora_a_is_zero(honest[0].update) and not ll.attacks.lora_a_is_zero(crafted[0].update)
     assert ll.malicious.check_global_adapter(honest[0].global_state, honest[0].setup, 0) == []
     problems = ll.malicious.check_global_adapter(crafted[0].global_state, crafted[0].setup, 0)

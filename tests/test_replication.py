@@ -30,7 +30,7 @@ def test_published_figure_follows_the_model_size():
 def updates():
     tokenizer = ll.models.resolve("tiny-bert").tokenizer
     sentences = ll.data.truncate_to_tokens(tokenizer, SENTENCES, 8, 2)
-    return sentences, replication.article_updates(resolve("tiny-bert"), sentences, rank=4, rounds=2)
+    return sentences, replication.article_updates(resolve("tiny-bert"), sentences, rank=4, trained_steps=2)
 
 
 @pytest.mark.parametrize("attack", ["dlg-published", "lora-best"])

@@ -43,8 +43,8 @@ def with_token(inputs, ids, p, token):
 def test_one_adam_step_sends_the_gradient_signs():
     """E = 1: the delta is −lr·g/(|g| + ε), so every first-layer element has the opposite sign of the gradient."""
     model = ll.models.TINY_BERT
-    grad, _ = watched_messages([TEXT], [0], model, 8, 20, Watch(protocol="fedsgd"), 0)
-    adam, _ = watched_messages([TEXT], [0], model, 8, 20, Watch(protocol="fedavg", optimizer="adam", lr=1e-3), 0)
+    grad, _ = watched_messages([TEXT], [0], model, rank=8, trained_steps=20, watch=Watch(protocol="fedsgd"), seed=0)
+    adam, _ = watched_messages([TEXT], [0], model, rank=8, trained_steps=20, watch=Watch(protocol="fedavg", optimizer="adam", lr=1e-3), seed=0)
     g, delta = ll.attacks.first_layer_rows(grad[0].update), ll.attacks.first_layer_rows(adam[0].update)
     assert torch.equal(sign.sign_rows(adam[0]), -torch.sign(g))
     assert float((delta.abs() / 1e-3 - 1).abs().median()) < 0.01  # saturated: the magnitudes are gone,
@@ -103,12 +103,12 @@ def test_bad_inputs_raise_clear_errors(tiny):
     x = inputs.vectors(ids, list(range(len(ids))))
     with pytest.raises(ValueError, match="coordinates"):
         sign.separability(x, torch.ones(4, x.shape[1] + 1))
-    adam, _ = watched_messages([TEXT], [0], model, 8, 20, Watch(protocol="fedavg", optimizer="adam", lr=1e-3), 0)
+    adam, _ = watched_messages([TEXT], [0], model, rank=8, trained_steps=20, watch=Watch(protocol="fedavg", optimizer="adam", lr=1e-3), seed=0)
     with pytest.raises(ValueError, match="length"):
         sign.sign_span_attack(adam[0])
     with pytest.raises(ValueError, match="without \\[CLS\\]"):
         sign.sign_span_attack(adam[0], ll.Knowledge(length=10_000))
-    zero, _ = watched_messages([TEXT], [0], model, 8, 0, Watch(protocol="fedavg", optimizer="adam", lr=1e-3), 0)
+    zero, _ = watched_messages([TEXT], [0], model, rank=8, trained_steps=0, watch=Watch(protocol="fedavg", optimizer="adam", lr=1e-3), seed=0)
     with pytest.raises(ValueError, match="round 0"):
         sign.sign_rows(zero[0])
 

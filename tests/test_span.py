@@ -57,19 +57,19 @@ def test_planted_sentence_beyond_rank_is_repaired_by_search(tiny):
 
 def test_minilm_update_after_training_gives_the_sentence_back():
     text = "my password is blue horse battery"
-    shared = ll.fl.capture_update([text], [0], resolve("minilm"), rank=8, rounds=20)
+    shared = ll.fl.capture_update([text], [0], resolve("minilm"), rank=8, trained_steps=20)
     result = span.span_attack(shared)  # length unknown: guessed from [SEP]
     assert result.texts == [text]
     assert result.loss_history[0] < span.CERTIFIED
 
 
 def test_round_zero_and_bad_inputs_raise_clear_errors(tiny):
-    shared = ll.fl.capture_update(["a b c"], [0], resolve("tiny-bert"), rank=4, rounds=0)
+    shared = ll.fl.capture_update(["a b c"], [0], resolve("tiny-bert"), rank=4, trained_steps=0)
     with pytest.raises(ValueError, match="round 0"):
         span.span_attack(shared)
     with pytest.raises(ValueError, match="no lora_A of layer 0"):
         ll.attacks.first_layer_rows({"classifier.bias": torch.zeros(2)})
-    later = ll.fl.capture_update(["a b c"], [0], resolve("tiny-bert"), rank=4, rounds=2)
+    later = ll.fl.capture_update(["a b c"], [0], resolve("tiny-bert"), rank=4, trained_steps=2)
     with pytest.raises(ValueError, match="without \\[CLS\\]"):
         span.span_attack(later, ll.Knowledge(length=10_000))
 
@@ -78,8 +78,16 @@ def test_several_rounds_of_one_client_recover_a_sentence_longer_than_the_stacked
     """r = 1 on query and value: 2 rows a round for 12 inputs. One round leaves most words out; four rounds of
     the same client's gradient, each under that round's global adapter, span enough to give it back exactly."""
     text = "please send the money to my old bank account today"  # 10 tokens, 12 inputs > 2r = 2
-    updates = [ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=1, rounds=r) for r in (20, 25, 30, 35)]
+    updates = [ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=1, trained_steps=r) for r in (20, 25, 30, 35)]
     known = ll.Knowledge(length=10)
-    one = span.span_attack(updates[0], known, sweeps=0, token_sets=False)  # the per-position test alone: 2 of 12
+    one = span.span_attack(updates[0], known, sweeps=0, span_tokens=False)  # the per-position test alone: 2 of 12
     four = span.span_attack(updates[0], ll.Knowledge(length=10, other_rounds=updates[1:]))
     assert one.texts != [text] and four.texts == [text] and four.loss < span.CERTIFIED
+
+
+def test_the_first_layer_tables_do_not_depend_on_the_number_of_labels():
+    """Why ``public_inputs`` is kept per model, seed and device only: the head is built after the embeddings."""
+    model = resolve("tiny-bert")
+    two, five = model.input_tables(2, 0), model.input_tables(5, 0)
+    assert torch.equal(two.words, five.words) and torch.equal(two.positions, five.positions)
+    assert all(torch.equal(a, b) for a, b in zip(two.norm.state_dict().values(), five.norm.state_dict().values()))

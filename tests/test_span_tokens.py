@@ -14,7 +14,7 @@ TEXT = ("the old gardener told the children that the quiet garden keeps its secr
 @pytest.fixture(scope="module")
 def case():
     model = resolve("minilm")
-    shared = ll.fl.capture_update([TEXT], [1], model, rank=8, rounds=20)
+    shared = ll.fl.capture_update([TEXT], [1], model, rank=8, trained_steps=20)
     ids = model.tokenizer(TEXT)["input_ids"]
     inputs, basis = span.stacked_span(shared)
     return model, ids, inputs, basis
@@ -63,5 +63,5 @@ def test_the_span_attack_uses_the_token_set_beyond_the_rank_and_can_do_without(c
     vocab = ll.attacks.allowed_tokens(model.tokenizer)
     special = (model.tokenizer.cls_token_id, model.tokenizer.sep_token_id)
     assert span.recover_sentence(basis, inputs, vocab, len(ids), special).ids == ids
-    without = span.recover_sentence(basis, inputs, vocab, len(ids), special, sweeps=0, token_sets=False)
+    without = span.recover_sentence(basis, inputs, vocab, len(ids), special, sweeps=0, span_tokens=False)
     assert without.ids != ids and not without.certified               # per position alone: no certificate

@@ -48,7 +48,7 @@ def test_notebook_cut_gives_the_same_directions_and_tokens_with_one_and_two_thre
     for count in THREADS:
         with threads(count):
             update = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8,
-                                          rounds=ll.experiments.DEFAULT_ROUNDS)
+                                          trained_steps=ll.experiments.DEFAULT_TRAINED_STEPS)
             outcomes[count] = [cut_and_attack(update, len(reference), CUT) for _ in range(2)]  # twice: memory state
     runs = [run for count in THREADS for run in outcomes[count]]
     assert all(run == runs[0] for run in runs), outcomes
@@ -59,7 +59,7 @@ def test_attack_on_one_update_is_independent_of_the_thread_count_at_both_cuts():
     # The update itself is float32 training and its gradient: its last bits may move with the thread count (a
     # singular value next to SPAN_TOL can then cross it); the attack on a given update must not move.
     text, reference = notebook_sentence()
-    update = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, rounds=ll.experiments.DEFAULT_ROUNDS)
+    update = ll.fl.capture_update([text], [1], resolve("tiny-bert"), rank=8, trained_steps=ll.experiments.DEFAULT_TRAINED_STEPS)
     outcomes = {}
     for count in THREADS:
         with threads(count):

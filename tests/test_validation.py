@@ -14,7 +14,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def shared():
-    return ll.fl.capture_update(["my pin is 4921"], [1], resolve("tiny-bert"), rank=8, rounds=3)
+    return ll.fl.capture_update(["my pin is 4921"], [1], resolve("tiny-bert"), rank=8, trained_steps=3)
 
 
 def test_an_update_attacked_with_another_rank_or_model_says_so(shared):
@@ -31,10 +31,10 @@ def test_an_update_attacked_with_another_rank_or_model_says_so(shared):
 @pytest.mark.parametrize("call, words", [
     (lambda: ll.fl.capture_update(["hi there"], [7]), "label 7 is not a class"),
     (lambda: ll.fl.capture_update(["hi there"], [0, 1]), "one label per text"),
-    (lambda: ll.fl.capture_update(["hi there"], [0], rounds=-1), "0 or more"),
+    (lambda: ll.fl.capture_update(["hi there"], [0], trained_steps=-1), "0 or more"),
     (lambda: ll.fl.capture_update(["hi there"], [0], alpha=-1.0), "alpha"),
     (lambda: ll.fl.capture_update(["hi there"], [0], rank=129), "hidden size 128"),
-    (lambda: ll.experiments.attack_texts(["hi there"], rounds=-2), "the first round"),
+    (lambda: ll.experiments.attack_texts(["hi there"], trained_steps=-2), "the first round"),
     (lambda: ll.training.train_adapter(ll.FederatedSetup().build_model(), resolve("tiny-bert").tokenizer, [], steps=-1), "≥ 0"),
     (lambda: ll.training.train_adapter(ll.FederatedSetup().build_model(), resolve("tiny-bert").tokenizer, [], steps=2), "at least one"),
     (lambda: ll.defenses.dp_sgd_train(ll.FederatedSetup().build_model(), resolve("tiny-bert").tokenizer, [], 1, 1.0, 1.0),

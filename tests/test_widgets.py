@@ -18,14 +18,14 @@ SENTENCE = "my new pin is 4921 and the card works perfectly now"
 @pytest.fixture(scope="module")
 def span_run() -> tuple[widgets.LabResult, list[tuple[int, float, list[str]]]]:
     seen: list[tuple[int, float, list[str]]] = []
-    result = widgets.run_lab(SENTENCE, "tiny-bert", rank=8, attack="span", rounds=20, seed=0,
+    result = widgets.run_lab(SENTENCE, "tiny-bert", rank=8, attack="span", trained_steps=20, seed=0,
                              on_step=lambda *args: seen.append(args))
     return result, seen
 
 
 @pytest.fixture(scope="module")
 def shared():
-    return fl.capture_update([SENTENCE], [0], resolve("tiny-bert"), rank=8, rounds=5, seed=0)
+    return fl.capture_update([SENTENCE], [0], resolve("tiny-bert"), rank=8, trained_steps=5, seed=0)
 
 
 def test_run_lab_rebuilds_a_sentence_with_the_span_attack(span_run):
@@ -41,7 +41,7 @@ def test_run_lab_rebuilds_a_sentence_with_the_span_attack(span_run):
 
 def test_run_lab_live_steps_of_dlg():
     seen = []
-    result = widgets.run_lab("the loan was approved", attack="dlg", rounds=5, on_step=lambda *a: seen.append(a))
+    result = widgets.run_lab("the loan was approved", attack="dlg", trained_steps=5, on_step=lambda *a: seen.append(a))
     steps = [s for s, _, _ in seen]
     assert steps == sorted(steps) and len(steps) >= 3  # called every few steps, in order
     assert len(result.losses) > len(seen)  # the curve holds every step, the callback only snapshots
@@ -57,7 +57,7 @@ def test_run_lab_live_steps_of_dlg():
     (dict(defence="wall"), "unknown defence"),
     (dict(rank=3), "unknown rank 3"),
     (dict(model_name="gpt-9"), "unknown model"),
-    (dict(rounds=-1), "rounds"),
+    (dict(trained_steps=-1), "trained_steps"),
     (dict(label=2), "unknown label"),
     (dict(attack="dlg", known_length=False), "needs the sentence length"),
 ])
@@ -78,7 +78,7 @@ def test_the_lab_uses_the_course_registry_and_tunes_dlg_for_the_live_view():
 
 def test_round_zero_span_attack_says_what_to_do():
     with pytest.raises(ValueError, match="B = 0"):
-        widgets.run_lab("the loan was approved", attack="span", rounds=0)
+        widgets.run_lab("the loan was approved", attack="span", trained_steps=0)
 
 
 def test_check_lab_text_returns_word_pieces():
@@ -106,7 +106,7 @@ def test_defences_transform_only_the_update(shared):
 
 
 def test_noise_stops_the_span_attack():
-    result = widgets.run_lab("the loan was approved", defence="noise", strength=1e-2, rounds=5)
+    result = widgets.run_lab("the loan was approved", defence="noise", strength=1e-2, trained_steps=5)
     assert result.scores["token_accuracy"] < 0.5
 
 
@@ -168,7 +168,7 @@ def test_the_lab_builds_with_stable_css_classes():
 def test_the_run_button_runs_the_attack_and_fills_the_page():
     lab = widgets.attack_lab()
     lab.text.value = "the loan was approved"
-    lab.rounds.value = 5
+    lab.trained_steps.value = 5
     lab.button.click()  # what a press in the browser does: every on_click handler runs
     assert lab.result.scores["token_accuracy"] >= 0.9
     assert "data-done='true'" in lab.view.value and "the loan was approved" in lab.view.value

@@ -50,7 +50,7 @@ class Case:
     def inputs(self) -> EmbeddingInputs:
         """The public first-layer input of any (token, position): frozen, the same in every round."""
         setup = self.shared.setup
-        return public_inputs(setup.model, setup.model_seed, setup.num_labels)
+        return public_inputs(setup.model, setup.model_seed)
 
     @cached_property
     def sentences(self) -> int:

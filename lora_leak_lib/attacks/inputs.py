@@ -111,14 +111,16 @@ class EmbeddingInputs:
         return torch.sqrt(torch.clamp(norm2 - proj2, min=0.0) / norm2).T
 
 
-def public_inputs(model: models.PublicModel, model_seed: int = 0, num_labels: int = 2) -> EmbeddingInputs:
-    """The first-layer inputs of the public model, on ``config.device()``: frozen, so the same in every round."""
-    return _public_inputs(model, model_seed, num_labels, str(config.device()))
+def public_inputs(model: models.PublicModel, model_seed: int = 0) -> EmbeddingInputs:
+    """The first-layer inputs of the public model, on ``config.device()``: frozen, so the same in every round and
+    for every message of a run (kept per model, seed and device). The classification head is built after the
+    embeddings, so the tables do not depend on the number of labels."""
+    return _public_inputs(model, model_seed, str(config.device()))
 
 
 @lru_cache(maxsize=4)
-def _public_inputs(model: models.PublicModel, model_seed: int, num_labels: int, device: str) -> EmbeddingInputs:
-    return EmbeddingInputs.from_tables(model.input_tables(num_labels, model_seed))
+def _public_inputs(model: models.PublicModel, model_seed: int, device: str) -> EmbeddingInputs:
+    return EmbeddingInputs.from_tables(model.input_tables(seed=model_seed))
 
 
 def lora_a_is_zero(update: dict[str, torch.Tensor]) -> bool:

@@ -46,7 +46,7 @@ def first_round_dlg(steps: int = 200, restarts: int = 1) -> DLG:
 
 def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG | None = None,
            later_iterations: int = LATER_ITERATIONS, layers: Sequence[int] = DEFAULT_LAYERS,
-           token_sets: bool = True) -> Reconstruction:
+           span_tokens: bool = True) -> Reconstruction:
     """What ``lora-best`` runs, situation by situation (``later-layers`` is the same without ``first_round_attack``).
 
     - first round (every watched ``lora_A`` is zero, ``B = 0``): ``first_round_attack``, DLG on ``lora_B`` and the
@@ -54,7 +54,7 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
     - a batch: each position's tokens from layer 0 (``span.batch_tokens``), then, when layer 0 certified them,
       the sentences threaded by layer 1 (``later_layers.thread_sentences``);
     - one sentence (``span.one_sentence``): per candidate length, far past the rank (inputs over ``FAR_PAST_RANK``
-      times the span's rows) the token set read from the span first, near it the per-position pursuit and its
+      times the span's rows) the sentence's tokens read from the span first, near it the per-position pursuit and its
       repairs first (``span.recover_sentence``);
     - one sentence layer 0 could not certify: a local search on the spans of layers 0 and 1
       (``later_layers.later_layer_search``), for up to ``later_iterations`` iterations.
@@ -65,11 +65,11 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
     progress = Progress(callback)
     forward = lambda step, loss, texts: progress.step(loss, texts)  # noqa: E731 (the strategies' steps are ours)
     if case.sentences != 1:
-        found = batch_tokens(case, callback=forward, token_sets=token_sets)
+        found = batch_tokens(case, callback=forward, span_tokens=span_tokens)
         if later_iterations > 0 and found.loss < CERTIFIED:
             return thread_sentences(case, found, progress)
     else:
-        found = one_sentence(case, callback=forward, token_sets=token_sets)
+        found = one_sentence(case, callback=forward, span_tokens=span_tokens)
         if later_iterations > 0 and found.loss >= CERTIFIED:
             return later_layer_search(case, found, progress, later_iterations, layers)
     found.loss_history, found.snapshots = progress.loss_history, progress.snapshots
@@ -85,16 +85,16 @@ class LoRABest:
     name = "lora-best"
 
     def __init__(self, steps: int = 200, restarts: int = 1, later_iterations: int = LATER_ITERATIONS,
-                 token_sets: bool = True) -> None:
+                 span_tokens: bool = True) -> None:
         check_int(later_iterations, "later_iterations", 0, hint="it counts the later-layer search's iterations")
         self.steps, self.restarts, self.later_iterations = steps, restarts, later_iterations
-        self.token_sets = token_sets
+        self.span_tokens = span_tokens
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
         result = policy(Case(shared, knowledge), callback, first_round_dlg(self.steps, self.restarts),
-                        self.later_iterations, token_sets=self.token_sets)
+                        self.later_iterations, span_tokens=self.span_tokens)
         result.attack, result.seconds = self.name, time.perf_counter() - start
         return result
 
@@ -111,13 +111,13 @@ class LaterLayers:
     name = "later-layers"
 
     def __init__(self, iterations: int = LATER_ITERATIONS, layers: Sequence[int] = DEFAULT_LAYERS,
-                 token_sets: bool = True) -> None:
+                 span_tokens: bool = True) -> None:
         check_int(iterations, "iterations", 0, hint="it counts the later-layer search's iterations")
-        self.iterations, self.layers, self.token_sets = iterations, tuple(layers), token_sets
+        self.iterations, self.layers, self.span_tokens = iterations, tuple(layers), span_tokens
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         start = time.perf_counter()
-        result = policy(Case(shared, knowledge), callback, None, self.iterations, self.layers, self.token_sets)
+        result = policy(Case(shared, knowledge), callback, None, self.iterations, self.layers, self.span_tokens)
         result.attack, result.seconds = self.name, time.perf_counter() - start
         return result

@@ -96,7 +96,7 @@ def default_prior(model: models.PublicModel = models.TINY_BERT) -> BigramPrior:
 
 def assemble_batch(columns: Sequence[Sequence[int]], batch_size: int, prior: BigramPrior,
                    sep_id: int | None = None) -> list[list[int]]:
-    """Thread per-position token sets into ``batch_size`` sentences, left to right, by the bigram prior.
+    """Thread the candidate tokens of each position into ``batch_size`` sentences, left to right, by the bigram prior.
 
     ``columns[i]`` holds the tokens found at position ``i + 1`` (after [CLS]). At each position the open
     sentences take the column's tokens by a maximum-likelihood assignment in which every token is used at

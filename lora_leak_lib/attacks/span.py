@@ -31,9 +31,9 @@ CERTIFIED = 1e-4
 """A residual this small (sum of squares over an orthonormal basis) means the inputs explain the whole span."""
 
 FAR_PAST_RANK = 2
-"""Inputs (with [CLS] and [SEP]) past this many times the span's rows: the span attack reads the token set first.
-Nearer the rank the per-position pursuit and its repairs usually certify faster, and the token set only follows a
-repair that did not certify."""
+"""Inputs (with [CLS] and [SEP]) past this many times the span's rows: the span attack reads the sentence's tokens from
+the span first (``span_tokens``). Nearer the rank the per-position pursuit and its repairs usually certify
+faster, and the span's tokens only follow a repair that did not certify."""
 
 def length_candidates(sep_distances: torch.Tensor, count: int = 3) -> list[int]:
     """Likely sentence lengths (with [CLS] and [SEP]): where [SEP] lies closest to the span, best first."""
@@ -186,12 +186,12 @@ class SpanResult:
 
 def recover_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
                      special: tuple[int, int], shortlist: int = 64, sweeps: int = 6,
-                     restarts: int = 4, token_sets: bool = True) -> SpanResult:
+                     restarts: int = 4, span_tokens: bool = True) -> SpanResult:
     """The sentence of ``length`` positions whose first-layer inputs best contain the span ``basis``.
 
     Within the stacked rank each position's closest token is exact. Beyond it, matching pursuit picks
     (token, position) pairs one by one and ``refine`` repairs the rest, restarted from random kicks; with
-    ``token_sets`` the sentence's tokens and then their order come from the span directly (``span_tokens``,
+    ``span_tokens`` the sentence's tokens and then their order come from the span directly (``sentence_from_span``,
     taken when certified): first when the inputs outnumber twice the span's rows (``FAR_PAST_RANK``, where the
     repairs rarely certify), otherwise after the first repair, before the restarts.
     """
@@ -200,17 +200,17 @@ def recover_sentence(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.
     residual = _residual(basis, inputs, ids)
     far = length > FAR_PAST_RANK * basis.shape[0]
 
-    def from_token_set() -> SpanResult | None:
-        found = sentence_from_span(basis, inputs, vocab, length, special, CERTIFIED) if token_sets else None
+    def from_span_tokens() -> SpanResult | None:
+        found = sentence_from_span(basis, inputs, vocab, length, special, CERTIFIED) if span_tokens else None
         return SpanResult(found[0], found[1], basis.shape[0]) if found is not None and found[1] < CERTIFIED else None
 
-    if residual >= CERTIFIED and far and (found := from_token_set()) is not None:
+    if residual >= CERTIFIED and far and (found := from_span_tokens()) is not None:
         return found
     if residual >= CERTIFIED and sweeps > 0:
         table = candidate_table(dist, vocab, special, shortlist)
         ids = greedy_sequence(basis, inputs, length, table, {0: special[0], length - 1: special[1]})
         ids, residual = refine(basis, inputs, ids, table, sweeps, fixed=(0, length - 1))
-        if residual >= CERTIFIED and not far and (found := from_token_set()) is not None:
+        if residual >= CERTIFIED and not far and (found := from_span_tokens()) is not None:
             return found
         generator = torch.Generator().manual_seed(0)
         for _ in range(restarts):
@@ -244,17 +244,17 @@ def _lengths(knowledge: Knowledge, inputs: EmbeddingInputs, basis: torch.Tensor,
 
 def span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 64, sweeps: int = 6,
                 restarts: int = 4, tol: float = SPAN_TOL, callback: Callback | None = None,
-                token_sets: bool = True) -> Reconstruction:
+                span_tokens: bool = True) -> Reconstruction:
     """Recover the tokens of an update from its first-layer ``lora_A`` gradients: one sentence
     (``one_sentence``) or, for a batch, each position's tokens (``batch_tokens``)."""
     case = Case(shared, knowledge, tol)
     if case.sentences != 1:
-        return batch_tokens(case, shortlist, callback, token_sets)
-    return one_sentence(case, shortlist, sweeps, restarts, callback, token_sets)
+        return batch_tokens(case, shortlist, callback, span_tokens)
+    return one_sentence(case, shortlist, sweeps, restarts, callback, span_tokens)
 
 
 def one_sentence(case: Case, shortlist: int = 64, sweeps: int = 6, restarts: int = 4,
-                 callback: Callback | None = None, token_sets: bool = True) -> Reconstruction:
+                 callback: Callback | None = None, span_tokens: bool = True) -> Reconstruction:
     """The sentence of a batch-1 update whose first-layer inputs best contain the span (``recover_sentence``).
 
     With the length unknown, the three positions where [SEP] fits the span best are tried and the
@@ -266,7 +266,7 @@ def one_sentence(case: Case, shortlist: int = 64, sweeps: int = 6, restarts: int
     best: SpanResult | None = None
     progress = Progress(callback)
     for n in _lengths(case.knowledge, inputs, basis, case.special[1]):
-        result = recover_sentence(basis, inputs, case.vocab, n, case.special, shortlist, sweeps, restarts, token_sets)
+        result = recover_sentence(basis, inputs, case.vocab, n, case.special, shortlist, sweeps, restarts, span_tokens)
         progress.step(result.residual, [case.tokenizer.decode(result.ids[1:-1])])
         if best is None or result.residual < best.residual:
             best = result
@@ -280,18 +280,18 @@ def one_sentence(case: Case, shortlist: int = 64, sweeps: int = 6, restarts: int
 
 def batch_span_attack(shared: SharedUpdate, knowledge: Knowledge = Knowledge(), shortlist: int = 64,
                       tol: float = SPAN_TOL, callback: Callback | None = None,
-                      token_sets: bool = True) -> Reconstruction:
+                      span_tokens: bool = True) -> Reconstruction:
     """Several sentences from one update (``batch_tokens``)."""
-    return batch_tokens(Case(shared, knowledge, tol), shortlist, callback, token_sets)
+    return batch_tokens(Case(shared, knowledge, tol), shortlist, callback, span_tokens)
 
 
 def batch_tokens(case: Case, shortlist: int = 64, callback: Callback | None = None,
-                 token_sets: bool = True) -> Reconstruction:
+                 span_tokens: bool = True) -> Reconstruction:
     """Several sentences from one update: the union of their first-layer inputs contains the span.
 
     Matching pursuit picks up to ``batch_size`` tokens per position ([SEP] allowed anywhere, since the
     sentences end at different places) until the span is explained; the word-order prior then threads
-    the tokens of each position into sentences (``order.assemble_batch``). With ``token_sets``, when the
+    the tokens of each position into sentences (``order.assemble_batch``). With ``span_tokens``, when the
     union of the sentences' tokens explains the span (``span_tokens.tokens_in_span``) every position's
     candidates are that union. One step, its loss the residual.
     """
@@ -301,7 +301,7 @@ def batch_tokens(case: Case, shortlist: int = 64, callback: Callback | None = No
     n = max(_lengths(case.knowledge, inputs, basis, special[1]))
     dist = inputs.span_distances(basis, n, vocab)
     table = candidate_table(dist, vocab, special, shortlist)
-    if token_sets and fits(inputs, basis, n, size):
+    if span_tokens and fits(inputs, basis, n, size):
         known = list(dict.fromkeys(special))
         union, left = tokens_in_span(basis, inputs, vocab, n, known, CERTIFIED, size)
         if left < CERTIFIED:
@@ -339,10 +339,10 @@ class SpanAttack:
 
     name = "span"
 
-    def __init__(self, shortlist: int = 64, sweeps: int = 6, restarts: int = 4, token_sets: bool = True) -> None:
-        self.shortlist, self.sweeps, self.restarts, self.token_sets = shortlist, sweeps, restarts, token_sets
+    def __init__(self, shortlist: int = 64, sweeps: int = 6, restarts: int = 4, span_tokens: bool = True) -> None:
+        self.shortlist, self.sweeps, self.restarts, self.span_tokens = shortlist, sweeps, restarts, span_tokens
 
     def reconstruct(self, shared: SharedUpdate, knowledge: Knowledge = Knowledge(),
                     callback: Callback | None = None) -> Reconstruction:
         return span_attack(shared, knowledge, self.shortlist, self.sweeps, self.restarts, callback=callback,
-                           token_sets=self.token_sets)
+                           span_tokens=self.span_tokens)

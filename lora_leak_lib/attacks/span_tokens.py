@@ -141,7 +141,7 @@ def order_tokens(w: torch.Tensor, u: torch.Tensor, tokens: Sequence[int], ends: 
 
 def sentence_from_span(basis: torch.Tensor, inputs: EmbeddingInputs, vocab: torch.Tensor, length: int,
                        special: tuple[int, int], certified: float) -> tuple[list[int], float] | None:
-    """The sentence of ``length`` positions (with [CLS] and [SEP]) from its token set and the coefficients,
+    """The sentence of ``length`` positions (with [CLS] and [SEP]) from its tokens and the coefficients,
     and its layer-0 residual; ``None`` when the width leaves no room (``fits``) or no set of at most
     ``length`` tokens explains the span (not this length, or a span too noisy to certify)."""
     if not fits(inputs, basis, length):

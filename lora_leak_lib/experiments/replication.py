@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from .. import data, fl, lora, metrics, models
 from ..attacks import SharedUpdate, get_attack
-from .core import DEFAULT_ROUNDS, attack_update
+from .core import DEFAULT_TRAINED_STEPS, attack_update
 
 PUBLISHED = {"small": 1.00, "bert": 0.36}
 """The published token accuracies of DLG on LoRA-only updates of 16-token sentences: small models, BERT."""
@@ -74,12 +74,11 @@ def article_sentences(model: models.PublicModel, examples: Sequence[data.Example
     return data.truncate_to_tokens(model.tokenizer, list(examples), length, count)
 
 
-def article_updates(model: models.PublicModel, sentences: Sequence[data.Example], rank: int = 8,
-                 rounds: int = DEFAULT_ROUNDS,
-                 seed: int = 0) -> list[SharedUpdate]:
+def article_updates(model: models.PublicModel, sentences: Sequence[data.Example], *, rank: int = 8,
+                    trained_steps: int = DEFAULT_TRAINED_STEPS, seed: int = 0) -> list[SharedUpdate]:
     """One client's LoRA-only FedSGD update per sentence (batch 1, r on query and value, the adapter trained
-    ``rounds`` steps first, as in the leakage table): the messages every row attacks."""
-    return [fl.capture_update([e.text], [e.label], model, rank, rounds=rounds, seed=seed) for e in sentences]
+    ``trained_steps`` steps first, as in the leakage table): the messages every row attacks."""
+    return [fl.capture_update([e.text], [e.label], model, rank=rank, trained_steps=trained_steps, seed=seed) for e in sentences]
 
 
 def head_share(updates: Sequence[SharedUpdate]) -> float:
@@ -105,7 +104,7 @@ def run_article_row(model: models.PublicModel, attack: str, sentences: Sequence[
     rows = []
     for example, shared in zip(sentences, updates):
         start = time.perf_counter()
-        row = attack_update(shared, [example.text], spec.build(steps))[0]  # told the length, as DLG assumes
+        row = attack_update(shared, [example.text], spec.build(steps))[0].as_json()  # told the length, as DLG assumes
         row["wall_seconds"] = time.perf_counter() - start
         rows.append(row)
     summary = metrics.summarize(rows)
