@@ -197,7 +197,7 @@ def lora_leakage(name: str, data: dict) -> str:
     rows = data["rows"]
     devices = list(data.get("devices") or [])
     two = len(devices) > 1
-    headers = ["model", "tokens", "batch", "round", "rank", "attack", "sentences", "token accuracy", "ROUGE-1",
+    headers = ["model", "tokens", "batch", "steps trained", "rank", "attack", "sentences", "token accuracy", "ROUGE-1",
                "ROUGE-2", "exact match"]
     headers += [f"s / sentence ({d})" for d in devices] if two else \
         [f"s / sentence ({devices[0]})" if devices else "s / sentence"]
@@ -394,6 +394,24 @@ def defenses(name: str, data: dict) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
+def first_round(name: str, data: dict) -> str:
+    rows = data["rows"]
+    body = [[r["model"], r["rank"], r["tokens"], r["inputs"], f"{r['inputs_per_rank']:.2f}", r["sentences"],
+             r["readable"], pct(r["token_accuracy"]), pct(r["exact_match"]), r["certified"], secs(r["cpu_seconds"])]
+            for r in rows]
+    return "\n\n".join([
+        "## The first round at practical ranks",
+        header(name, machine_text(data.get("machine")), data.get("started") or day(name),
+               [data["command"]] if data.get("command") else commands_of(name, data)),
+        "Round 0 (`B = 0`: every `dL/dA` is zero), one client's message of review sentences joined and cut to the "
+        "stated length, LoRA on the first layer's query and value projections, the attacker told the length. "
+        "`dL/dB = s·Σ δ_t (A x_t)ᵀ` has its rows in `span{A x_t}`: with fewer inputs than `r` that span leaves part "
+        "of R^r empty and pins every input (`attacks/first_round.py`). `first-round` alone; a message with at least "
+        "`r` inputs fills the row space and is not readable this way (`lora-best` runs DLG there).",
+        table(["model", "rank", "tokens", "inputs", "inputs ÷ r", "messages", "readable", "token accuracy",
+               "exact", "certified", "CPU s / message"], body)])
+
+
 def gpu(name: str, data: dict) -> str:
     steps = data.get("steps", [])
     machine = (f"{data.get('card', '?')}, {data.get('gpu_memory_gib', '?')} GiB; torch {data.get('torch')}, "
@@ -412,7 +430,8 @@ def gpu(name: str, data: dict) -> str:
 
 KINDS: list[tuple[str, Callable[[str, dict], str]]] = [
     ("full_gradient", full_gradient), ("lora_leakage", lora_leakage), ("multi_round", multi_round),
-    ("adam_delta", adam_delta), ("article_replication", article_replication), ("defenses", defenses), ("gpu", gpu),
+    ("adam_delta", adam_delta), ("first_round", first_round), ("article_replication", article_replication),
+    ("defenses", defenses), ("gpu", gpu),
 ]
 """File-name prefixes, in the order their sections appear; a file matches the longest prefix it starts with."""
 
@@ -453,8 +472,8 @@ def render(results: Path = RESULTS) -> str:
         names = by_kind[kind]
         if kind == "lora_leakage" and names:
             parts += ["## LoRA-only updates",
-                      "One client's LoRA update (rank and attacked round per row: `round` is how many steps the "
-                      "global adapter trained before, so round 0 has `B = 0`), attacked by the server told the "
+                      "One client's LoRA update (rank and attacked round per row: `steps trained` is how many steps "
+                      "the global adapter trained before, so 0 is the first round, where `B = 0`), attacked by the server told the "
                       "sentence length. A file holds the rows of one run; a setting measured in several runs appears "
                       "in each, with that run's machine and date."]
         if kind == "defenses" and names:

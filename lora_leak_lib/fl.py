@@ -250,7 +250,7 @@ def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int =
                   held_out: float = 0.25, rank: int = 8, alpha: float | None = None,
                   targets: Sequence[str] = (), train_head: bool = True, lr: float = 3e-3,
                   local_steps: int = 2, optimizer: str = "adam", batch_size: int = 8, seed: int = 0,
-                  progress: bool = True, make_client: Callable[..., Client] = Client,
+                  freeze_a: bool = False, progress: bool = True, make_client: Callable[..., Client] = Client,
                   make_server: Callable[..., Server] = Server) -> FederatedHistory:
     """Federated LoRA fine-tuning of a sentiment classifier: ``rounds`` rounds of ``n_clients`` clients.
 
@@ -264,7 +264,7 @@ def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int =
     check_int(rounds, "rounds", 0)
     setup = FederatedSetup(model=model, rank=rank, alpha=alpha, targets=tuple(targets), train_head=train_head,
                            model_seed=seed, protocol=protocol, lr=lr, local_steps=local_steps, optimizer=optimizer,
-                           batch_size=batch_size)
+                           batch_size=batch_size, freeze_a=freeze_a)
     shards, evaluation = split_among_clients(load_examples(source, limit, seed), n_clients, held_out, seed)
     config.set_seed(seed)
     shared = setup.build_model()
@@ -285,18 +285,19 @@ def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int =
 
 def capture_update(texts: Sequence[str], labels: Sequence[int], model: models.PublicModel = models.TINY_BERT, *,
                    rank: int = 8, alpha: float | None = None, targets: Sequence[str] = (),
-                   train_head: bool = True, trained_steps: int = 0, seed: int = 0) -> SharedUpdate:
+                   train_head: bool = True, trained_steps: int = 0, seed: int = 0,
+                   freeze_a: bool = False) -> SharedUpdate:
     """One client's FedSGD gradient on ``texts`` (one batch) as the server captures it.
 
     ``trained_steps`` > 0 first trains the global adapter for that many steps on the course sentences (other
     clients' data, not ``texts``), so that ``B ≠ 0`` as after some federated rounds; ``trained_steps=0`` is the
-    first round, where ``B = 0`` and every ``dL/dA`` is zero.
+    first round, where ``B = 0`` and every ``dL/dA`` is zero. ``freeze_a`` is FFA-LoRA (``A`` frozen, ``B`` sent).
     """
     check_labels(texts, labels)
     check_int(trained_steps, "trained_steps", 0, hint="it counts the adapter's training steps before this round, 0 or more")
     config.set_seed(seed)
     setup = FederatedSetup(model=model, rank=rank, alpha=alpha, targets=tuple(targets), train_head=train_head,
-                           model_seed=seed, protocol="fedsgd", batch_size=len(texts))
+                           model_seed=seed, protocol="fedsgd", batch_size=len(texts), freeze_a=freeze_a)
     public = [e for e in data.course_sentences() if e.text not in texts]
     return _one_message(setup, trained_adapter(setup, public, trained_steps, seed), texts, labels, trained_steps, seed)
 

@@ -59,10 +59,18 @@ def lora_config(rank: int = 8, alpha: float | None = None, targets: Sequence[str
 
 def apply_lora(model: nn.Module, rank: int = 8, alpha: float | None = None,
                targets: Sequence[str] | None = None, train_head: bool = True,
-               dropout: float = 0.0) -> PeftModel:
-    """Wrap ``model`` with peft LoRA adapters; only the adapters (and the head when ``train_head``) train."""
+               dropout: float = 0.0, freeze_a: bool = False) -> PeftModel:
+    """Wrap ``model`` with peft LoRA adapters; only the adapters (and the head when ``train_head``) train.
+
+    ``freeze_a`` keeps every ``lora_A`` at its initialisation and trains ``B`` only (FFA-LoRA, Sun et al., ICLR
+    2024): ``A`` is then public and never sent."""
     config = lora_config(rank, alpha, targets, train_head, dropout, families.family_of(model).name)
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    if freeze_a:
+        for name, parameter in peft_model.named_parameters():
+            if ".lora_A." in name:
+                parameter.requires_grad_(False)
+    return peft_model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -44,6 +44,7 @@ class FederatedSetup:
 
     ``lr`` is the server's step on the mean gradient in FedSGD and each client's local step in FedAvg.
     ``full_finetune=True`` means no LoRA: every parameter trains and is shared (``rank`` is then ignored).
+    ``freeze_a=True`` is FFA-LoRA: every ``lora_A`` stays at its public initialisation, only ``B`` trains and is sent.
     ``targets=()`` means the family's default (the attention query and value projections). A decoder's client
     has no label: ``train_head`` and ``num_labels`` mean nothing there.
     """
@@ -61,6 +62,7 @@ class FederatedSetup:
     optimizer: str = "sgd"
     batch_size: int = 8
     full_finetune: bool = False
+    freeze_a: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, models.PublicModel):
@@ -95,7 +97,8 @@ class FederatedSetup:
             base = self.model.load(self.num_labels, seed=self.model_seed)
             if self.full_finetune:
                 return base.eval()
-            return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head).eval()
+            return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head,
+                                   freeze_a=self.freeze_a).eval()
 
         return models.built_once(_BUILT, (self, str(config.device())), build, kept=8)
 

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
+import torch
 
 import lora_leak_lib as ll
 from lora_leak_lib.attacks import get_attack
@@ -106,3 +107,35 @@ def test_every_defence_in_the_registry_is_swept_in_registry_order():
         settings = sweep.settings(quick=quick)
         assert list(dict.fromkeys(d.name for d in settings)) == list(registry.DEFENCES)
         assert settings[0].name == registry.BASELINE
+
+
+def test_central_dp_runs_through_its_entry_and_is_not_a_message_defence():
+    """Central DP in the sweep: plain clients, a server that noises each round's mean (so training changes), and
+    the victim's message attacked as it was sent."""
+    recipe = sweep.Recipe(n_clients=2, rounds=2, batch_size=2, n_victims=1, seed=0)
+    kwargs = sweep.Defence("central-dp", 1e-2).run_kwargs(recipe)
+    assert kwargs["make_client"] is ll.fl.Client and kwargs["make_server"].keywords["central_noise"] == 1e-2
+    noisy = sweep.run_setting(sweep.Defence("central-dp", 1e-2), recipe)
+    plain = sweep.run_setting(sweep.Defence("none"), recipe)
+    assert noisy.accuracy_curve[0] == plain.accuracy_curve[0] and noisy.attack_error is None
+    with pytest.raises(ValueError, match="changes the protocol, not one message"):
+        ll.defenses.defend_message(OrderedDict(x=torch.ones(3)), "central-dp", 1e-3)
+
+
+def test_the_server_adds_central_noise_to_the_mean_only():
+    setup = ll.fl.FederatedSetup(model=ll.resolve("tiny-bert"), rank=2, protocol="fedsgd", lr=0.5)
+    state = ll.gradients.trainable_state(setup.build_model())
+    quiet = ll.defenses.federated.DefendedServer(setup, state)
+    loud = ll.defenses.federated.DefendedServer(setup, state, central_noise=1e-2, seed=0)
+    for server in (quiet, loud):
+        server.broadcast(0)
+        for client in (0, 1):
+            update = OrderedDict((n, torch.full_like(t, 0.1 * (client + 1))) for n, t in state.items())
+            server.receive(ll.message.SharedUpdate(update=update, global_state=state, setup=setup, client_id=client,
+                                                   round=0, n_examples=1, batch_size=1))
+    assert quiet.captured(1, 0).update.keys() == loud.captured(1, 0).update.keys()
+    assert all(torch.equal(quiet.captured(1, 0).update[n], loud.captured(1, 0).update[n]) for n in state)
+    noised, plain = loud.aggregate(0), quiet.aggregate(0)
+    step = {n: noised[n] - plain[n] for n in state}
+    spread = torch.cat([s.flatten() for s in step.values()]).std().item() / 0.5  # FedSGD steps -lr · mean
+    assert spread == pytest.approx(1e-2, rel=0.1)

@@ -3,7 +3,7 @@
 Every attack takes ``reconstruct(shared, knowledge, callback)`` and returns a ``Reconstruction``; get one by
 name with ``get_attack(name, **knobs)``; ``ATTACKS`` lists them with their descriptions and knobs.
 """
-from .base import Attack, Callback, Knowledge, Progress, Reconstruction, SharedUpdate
+from .base import Attack, Callback, Knowledge, KnownDefence, Progress, Reconstruction, SharedUpdate
 from .registry import ATTACKS, DEFAULT_ATTACK, AttackSpec, attack_names, check_attack_name, discover, get_attack, register
 
 discover()  # every module registers its attacks when imported
@@ -22,7 +22,7 @@ from .order import BigramPrior, assemble_batch, build_prior, default_prior  # no
 from .span import CERTIFIED, SpanAttack, batch_span_attack, span_attack  # noqa: E402
 from .text_problem import TextProblem  # noqa: E402
 
-__all__ = ["ATTACKS", "Attack", "DEFAULT_ATTACK", "AttackSpec", "BigramPrior", "CERTIFIED", "Callback", "Case", "DISTANCES", "DLG",
+__all__ = ["ATTACKS", "Attack", "DEFAULT_ATTACK", "AttackSpec", "BigramPrior", "CERTIFIED", "Callback", "Case", "DISTANCES", "DLG", "KnownDefence",
            "EmbeddingInputs", "Knowledge", "LaterLayers", "LayerResidual", "LoRABest", "Progress", "Reconstruction",
            "SPAN_TOL", "SharedUpdate", "SpanAttack", "TextProblem", "allowed_tokens", "assemble_batch",
            "attack_names", "batch_span_attack", "build_prior", "check_attack_name", "classifier_gradients",

@@ -2,11 +2,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 
 from ..message import SharedUpdate
+
+
+@dataclass(frozen=True)
+class KnownDefence:
+    """A defence the client runs, as the protocol makes it public: its registry name (``defenses.DEFENCES``), the
+    value of its knob (``None`` for a defence without one), and what that means for the message: ``noise``, the
+    standard deviation per entry of what the defence added (noise, DP-SGD's noise over the batch), or per tensor
+    name where it differs (quantisation's rounding, top-k's dropped entries); an attack that knows it keeps only
+    the directions that stand above it."""
+
+    name: str
+    value: float | int | None = None
+    noise: float | Mapping[str, float] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a known defence is named by its registry name, got {self.name!r}.")
+        values = self.noise.values() if isinstance(self.noise, Mapping) else [self.noise]
+        if not all(v is None or v >= 0 for v in values):
+            raise ValueError(f"the known noise is a standard deviation, zero or more, got {self.noise!r}.")
+
+    def noise_of(self, names: Sequence[str]) -> float:
+        """The largest known noise std over the tensors ``names`` (0 when none is known)."""
+        if isinstance(self.noise, Mapping):
+            return max((float(self.noise.get(n, 0.0)) for n in names), default=0.0)
+        return float(self.noise or 0.0)
 
 
 @dataclass(frozen=True)
@@ -19,13 +45,16 @@ class Knowledge:
     means what the message's metadata says (Flower sends it in the clear). ``other_rounds``: updates the same
     client sent, on the same private data, in other rounds the server watched (each under that round's global
     adapter); span-based attacks stack their first-layer rows with the message's, ``R·2r`` directions of the
-    same inputs instead of ``2r``.
+    same inputs instead of ``2r``. ``defence``: the defence the client runs, when the server knows it (a
+    protocol's defences are public: its noise level, its quantisation, a frozen ``A``); ``None`` is an attacker
+    that does not adapt to one.
     """
 
     length: int | None = None
     labels: tuple[int, ...] | None = None
     batch_size: int | None = None
     other_rounds: tuple[SharedUpdate, ...] = field(default=(), compare=False, repr=False)
+    defence: KnownDefence | None = None
 
     def __post_init__(self) -> None:
         if self.length is not None and (not isinstance(self.length, int) or self.length < 1):
@@ -37,6 +66,8 @@ class Knowledge:
         object.__setattr__(self, "other_rounds", tuple(self.other_rounds))
         if not all(isinstance(u, SharedUpdate) for u in self.other_rounds):
             raise ValueError("other_rounds holds the SharedUpdate messages of the same client in other rounds.")
+        if self.defence is not None and not isinstance(self.defence, KnownDefence):
+            raise ValueError(f"defence is a KnownDefence(name, value), got {self.defence!r}.")
 
     def rounds_watched(self, shared: SharedUpdate) -> list[SharedUpdate]:
         """The message under attack first, then the same client's messages from the other watched rounds."""

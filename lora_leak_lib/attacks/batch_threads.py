@@ -17,7 +17,7 @@ import torch
 from .base import SharedUpdate
 from .case import Case
 from .layer_residual import LayerResidual
-from .search import combine_batch, descent_step, gram_residuals
+from .search import combine_batch, descent_step
 from .span import CERTIFIED
 
 THREAD_SWEEPS = 30
@@ -41,7 +41,7 @@ class BatchResidual:
         for length in sorted({len(s) for s in todo}):
             same = [s for s in todo if len(s) == length]
             for part in range(0, len(same), 256):
-                states = layer.layer_inputs(torch.tensor(same[part:part + 256], device=layer.bases[1].device), (1,))[1]
+                states = layer.layer_inputs(torch.tensor(same[part:part + 256], device=layer.device), (1,))[1]
                 for s, h in zip(same[part:part + 256], states.double()):
                     cache[s] = h
         return [cache[s] for s in sentences]
@@ -49,13 +49,13 @@ class BatchResidual:
     def __call__(self, batches: Sequence[Sequence[tuple[int, ...]]]) -> torch.Tensor:
         """The residual of every candidate batch: the new sentences of all of them go through the model in one
         pass, then the batches with as many inputs are scored together (``search.gram_residuals``)."""
-        total = torch.zeros(len(batches), dtype=torch.float64, device=self.layers[0].bases[1].device)
+        total = torch.zeros(len(batches), dtype=torch.float64, device=self.layers[0].device)
         for index, layer in enumerate(self.layers):
             self.hidden(index, [s for batch in batches for s in batch])
             stacked = [torch.cat(self.hidden(index, list(batch))) for batch in batches]
             for size in sorted({len(h) for h in stacked}):
                 same = [b for b, h in enumerate(stacked) if len(h) == size]
-                total[same] += gram_residuals(layer.bases[1], torch.stack([stacked[b] for b in same]))
+                total[same] += layer.residuals(1, torch.stack([stacked[b] for b in same]))
         return total.clamp(min=0.0)
 
 
@@ -90,7 +90,7 @@ def thread_batch(case: Case, sentences: Sequence[Sequence[int]], sweeps: int = T
     """Re-thread ``sentences`` (ids without [CLS]/[SEP]) by a descent on the layer-1 residual of the first
     ``rounds`` live watched rounds; returns the sentences and the residual. Stops at a local minimum, at a
     certified batch, or after ``sweeps`` steps."""
-    messages = case.live_rounds[:rounds]
+    messages = (case.live_rounds or case.watched)[:rounds]  # the first round: its dL/dB row spaces
     cls_id, sep_id = case.special
     try:
         score = BatchResidual(messages)

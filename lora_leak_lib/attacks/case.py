@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Sequence
 
 import torch
 
 from .. import models
 from .base import Knowledge, SharedUpdate
-from .inputs import SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_rows, input_span, lora_a_is_zero, public_inputs
+from .inputs import (SPAN_TOL, EmbeddingInputs, allowed_tokens, first_layer_names, first_layer_rows, input_span,
+                     lora_a_is_zero, noisy_span, public_inputs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,20 +66,37 @@ class Case:
 
     @cached_property
     def live_rounds(self) -> list[SharedUpdate]:
-        """The watched messages whose ``lora_A`` is not all zero, in watched order: those carry the span."""
-        return [u for u in self.watched if not lora_a_is_zero(u.update)]
+        """The watched messages whose first-layer ``lora_A`` carries a span, in watched order: not all zero, and
+        with a direction above a known defence's noise (a first round's ``lora_A`` under noise is noise only)."""
+        return [u for u in self.watched if not lora_a_is_zero(u.update) and self._above_noise(u)]
+
+    def _above_noise(self, message: SharedUpdate) -> bool:
+        names = first_layer_names(message.update)
+        noise = self.noise(names)
+        if not noise or not names:
+            return True
+        rows = first_layer_rows(message.update)
+        return float(torch.linalg.matrix_norm(rows, ord=2)) > noise * (rows.shape[0] ** 0.5 + rows.shape[1] ** 0.5)
 
     @property
     def first_round(self) -> bool:
         """True when every watched round is a first round (``B = 0``, so every ``dL/dA`` is zero)."""
         return not self.live_rounds
 
+    def noise(self, names: Sequence[str]) -> float:
+        """The std per entry of the noise a known defence left in the tensors ``names`` (0 when none is known)."""
+        defence = self.knowledge.defence
+        return defence.noise_of(names) if defence is not None else 0.0
+
     @cached_property
     def basis(self) -> torch.Tensor:
-        """The orthonormal basis of the stacked first-layer ``lora_A`` rows of every live round (``k × d``), or one
-        clear error when there are none or they do not fit the model's inputs."""
+        """The orthonormal basis of the stacked first-layer ``lora_A`` rows of every live round (``k × d``): the
+        directions above float32 rounding (``tol``), or above a known defence's noise (``noise``); one clear error
+        when there are none or they do not fit the model's inputs."""
         rows = [first_layer_rows(u.update) for u in self.live_rounds]
-        basis = input_span(torch.cat(rows) if rows else first_layer_rows(self.shared.update), self.tol)
+        stacked = torch.cat(rows) if rows else first_layer_rows(self.shared.update)
+        noise = self.noise(first_layer_names(self.shared.update))
+        basis = noisy_span(stacked, noise) if noise else input_span(stacked, self.tol)
         width = self.inputs.tokens.shape[1]
         if basis.shape[1] != width:
             raise ValueError(f"the update's first-layer rows have {basis.shape[1]} columns but {self.model.name}'s "

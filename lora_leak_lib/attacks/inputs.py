@@ -15,11 +15,17 @@ import torch
 
 from .. import config, families, models
 
-def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
-    """The ``lora_A`` gradient rows of every module that reads ``layer``'s input (the attention projections:
-    BERT's query/key/value, MPNet's q/k/v, GPT-2's c_attn), stacked (``m × d``, float64)."""
+def first_layer_names(update: dict[str, torch.Tensor], layer: int = 0) -> list[str]:
+    """The names of the ``lora_A`` tensors of every module that reads ``layer``'s input (the attention projections:
+    BERT's query/key/value, MPNet's q/k/v, GPT-2's c_attn), in the update's order."""
     patterns = [family.layer_rows_pattern(layer) for family in families.FAMILIES.values()]
-    rows = [t for name, t in update.items() if any(p.search(name) for p in patterns)]
+    return [name for name in update if any(p.search(name) for p in patterns)]
+
+
+def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
+    """The ``lora_A`` gradient rows of every module that reads ``layer``'s input (``first_layer_names``), stacked
+    (``m × d``, float64)."""
+    rows = [update[name] for name in first_layer_names(update, layer)]
     if not rows:
         raise ValueError(f"the update holds no lora_A of layer {layer}'s attention projections: the span attack "
                          "needs LoRA on an attention projection of that layer.")
@@ -50,6 +56,19 @@ def input_span(rows: torch.Tensor, tol: float = SPAN_TOL) -> torch.Tensor:
                          "attack 'lora-best', which falls back to DLG in round 0, or capture a later round.")
     _, sigma, vh = torch.linalg.svd(rows, full_matrices=False)
     rank = int((sigma > tol * sigma[0]).sum())
+    return vh[:rank]
+
+
+def noisy_span(rows: torch.Tensor, noise: float) -> torch.Tensor:
+    """Orthonormal basis of the directions of ``rows`` (``m × d``, not normalised) that stand above noise of std
+    ``noise`` per entry: singular values over the noise matrix's largest, about ``noise·(√m + √d)``. What an
+    attacker who knows the defence's noise keeps; one clear error when nothing stands above it."""
+    m, d = rows.shape
+    _, sigma, vh = torch.linalg.svd(rows, full_matrices=False)
+    rank = int((sigma > noise * (m ** 0.5 + d ** 0.5)).sum())
+    if rank == 0:
+        raise ValueError(f"no direction of the first-layer rows stands above the known noise ({noise:.2g} per "
+                         "entry): the defence hides the span from this attack.")
     return vh[:rank]
 
 

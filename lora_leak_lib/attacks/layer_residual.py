@@ -1,5 +1,7 @@
 """The later-layer certificate's building block: how much of each layer's ``lora_A`` span a candidate sentence's
-hidden states leave unexplained (used by the later-layer search and by batch threading)."""
+hidden states leave unexplained (used by the later-layer search and by batch threading). In the first round, where
+every ``dL/dA`` is zero, a layer is tested by its ``dL/dB`` row spaces instead (``first_round``): the hidden
+states projected by each module's public ``A`` must explain them."""
 from __future__ import annotations
 
 import re
@@ -9,6 +11,7 @@ import torch
 
 from .. import families
 from .base import SharedUpdate
+from .first_round import RowSpace, certificates, readable, row_spaces
 from .inputs import first_layer_rows, input_span
 from .search import gram_residuals
 
@@ -30,29 +33,49 @@ class LayerResidual:
 
     def __init__(self, shared: SharedUpdate, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
         self.model = shared.public_model()
-        self.bases = {}
+        self.bases: dict[int, torch.Tensor] = {}
+        self.row_spaces: dict[int, list[RowSpace]] = {}
         for layer in layers:
             try:
                 self.bases[layer] = input_span(first_layer_rows(shared.update, layer))
-            except ValueError:  # no attention LoRA there, or a zero gradient: that layer says nothing
-                continue
-        if not self.bases:
-            raise ValueError(f"no layer of {tuple(layers)} has a non-zero attention lora_A gradient to test.")
-        self.readers = {layer: _reader(self.model, layer) for layer in self.bases}
+            except ValueError:  # no attention lora_A gradient there: the first round's dL/dB, if it says anything
+                try:
+                    spaces = row_spaces(shared, layer)
+                except ValueError:  # no attention LoRA there: that layer says nothing
+                    continue
+                if readable(spaces):
+                    self.row_spaces[layer] = spaces
+        if not self.bases and not self.row_spaces:
+            raise ValueError(f"no layer of {tuple(layers)} has an attention lora_A gradient or a dL/dB row space "
+                             "short of its rank to test.")
+        self.readers = {layer: _reader(self.model, layer) for layer in self.layers}
+        self.device = next(iter(self.bases.values())).device if self.bases else \
+            next(iter(self.row_spaces.values()))[0].a.device
+
+    @property
+    def layers(self) -> list[int]:
+        """The layers this object tests, in order."""
+        return sorted({*self.bases, *self.row_spaces})
+
+    def residuals(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """One layer's residual of a batch of input sets (``N × n × d``, float64): the ``lora_A`` span they leave
+        out, or in the first round the ``dL/dB`` row spaces their projections leave out."""
+        if layer in self.bases:
+            return gram_residuals(self.bases[layer], hidden)
+        return certificates(self.row_spaces[layer], hidden)
 
     @torch.no_grad()
     def __call__(self, candidates: Sequence[Sequence[int]], layers: Sequence[int] | None = None,
                  chunk: int = 128) -> torch.Tensor:
         """The summed residual of every candidate (token ids with their first and last special token, all of
         one length), over ``layers`` (default: all this object tests; ``(0,)`` runs no transformer block)."""
-        device = next(iter(self.bases.values())).device
-        ids = torch.as_tensor(candidates, device=device)
-        bases = {l: b for l, b in self.bases.items() if layers is None or l in layers}
+        ids = torch.as_tensor(candidates, device=self.device)
+        tested = tuple(l for l in self.layers if layers is None or l in layers)
         values = []
         for part in ids.split(chunk):
-            total = torch.zeros(len(part), dtype=torch.float64, device=device)
-            for layer, hidden in self.layer_inputs(part, tuple(bases)).items():
-                total += gram_residuals(bases[layer], hidden.double())  # one batched pass per layer
+            total = torch.zeros(len(part), dtype=torch.float64, device=self.device)
+            for layer, hidden in self.layer_inputs(part, tested).items():
+                total += self.residuals(layer, hidden.double())  # one batched pass per layer
             values.append(total.clamp(min=0.0))
         return torch.cat(values)
 
@@ -71,7 +94,7 @@ class LayerResidual:
 
         hooks = [self.readers[layer].register_forward_pre_hook(read(layer)) for layer in layers]
         try:
-            self.model(input_ids=torch.as_tensor(ids, device=next(iter(self.bases.values())).device))
+            self.model(input_ids=torch.as_tensor(ids, device=self.device))
         except _Enough:
             pass
         finally:

@@ -3,9 +3,10 @@
 What a LoRA update carries, per round:
 - after some rounds (``B ≠ 0``): ``dL/dA = s·Bᵀ G`` whose rows span the layer's inputs, so the first layer
   gives the tokens exactly (``span``), and later layers certify the order (``later_layers``);
-- at round 0 (``B = 0``): every ``dL/dA`` is zero and ``dL/dB = s·G·Aᵀ = s·Σ_t δ_t (A x_t)ᵀ`` only shows each
-  input through the ``r`` random directions of ``A``; the head gradient still gives the label and, at
-  batch size 1, the pooled sentence vector (``linear.pooled_output``). There the course falls back to DLG.
+- at round 0 (``B = 0``), and at every round of FFA-LoRA (``A`` frozen): no ``dL/dA`` to read, and
+  ``dL/dB = s·Σ_t δ_t (A x_t)ᵀ`` shows each input through the ``r`` public directions of ``A``. With fewer
+  inputs than ``r`` its rows leave part of R^r empty, and that alone pins every input (``first_round``); with
+  as many or more the course falls back to DLG on ``lora_B`` and the head.
 
 ``policy`` says which strategy runs in which situation; each strategy is a function of its own module, and every
 one reads the same ``Case``.
@@ -19,6 +20,7 @@ from ..checks import check_int
 from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
 from .case import Case
 from .dlg import DLG
+from .first_round import first_round_span
 from .inputs import first_layer_rows
 from .later_layers import LATER_ITERATIONS, later_layer_search, thread_sentences
 from .layer_residual import DEFAULT_LAYERS
@@ -49,8 +51,10 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
            span_tokens: bool = True) -> Reconstruction:
     """What ``lora-best`` runs, situation by situation (``later-layers`` is the same without ``first_round_attack``).
 
-    - first round (every watched ``lora_A`` is zero, ``B = 0``): ``first_round_attack``, DLG on ``lora_B`` and the
-      head;
+    - first round (no watched ``lora_A`` gradient: ``B = 0``, or FFA-LoRA's frozen ``A``): the tokens from the
+      first layer's ``dL/dB`` row spaces when the message has fewer inputs than ``r``
+      (``first_round.first_round_span``), a certified batch then threaded by layer 1's row spaces; else
+      ``first_round_attack``, DLG on ``lora_B`` and the head;
     - a batch: each position's tokens from layer 0 (``span.batch_tokens``), then, when layer 0 certified them,
       the sentences threaded by layer 1 (``later_layers.thread_sentences``);
     - one sentence (``span.one_sentence``): per candidate length, far past the rank (inputs over ``FAR_PAST_RANK``
@@ -59,11 +63,17 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
     - one sentence layer 0 could not certify: a local search on the spans of layers 0 and 1
       (``later_layers.later_layer_search``), for up to ``later_iterations`` iterations.
     """
-    if case.first_round and first_round_attack is not None:
-        return first_round_attack.reconstruct(case.shared, case.knowledge, callback)
-    first_layer_rows(case.shared.update)  # one clear error when layer 0 has no attention LoRA
     progress = Progress(callback)
     forward = lambda step, loss, texts: progress.step(loss, texts)  # noqa: E731 (the strategies' steps are ours)
+    if case.first_round:
+        if (found := first_round_span(case, forward)) is not None:
+            if case.sentences != 1 and later_iterations > 0 and found.loss < CERTIFIED:
+                return thread_sentences(case, found, progress)
+            found.loss_history, found.snapshots = progress.loss_history, progress.snapshots
+            return found
+        if first_round_attack is not None:
+            return first_round_attack.reconstruct(case.shared, case.knowledge, callback)
+    first_layer_rows(case.shared.update)  # one clear error when layer 0 has no attention LoRA
     if case.sentences != 1:
         found = batch_tokens(case, callback=forward, span_tokens=span_tokens)
         if later_iterations > 0 and found.loss < CERTIFIED:
@@ -76,8 +86,9 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
     return found
 
 
-@register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0, DLG on lora_B and the head "
-          "at round 0", "span residual (B ≠ 0) or DLG's matching loss (round 0)")
+@register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0; at round 0 the dL/dB row "
+          "spaces (fewer inputs than r), else DLG on lora_B and the head",
+          "span residual (B ≠ 0), dL/dB certificate or DLG's matching loss (round 0)")
 class LoRABest:
     """The strongest attack the course has on a LoRA-only update: ``policy`` with round 0's DLG (``steps``, its
     budget in optimiser steps, as every DLG's)."""

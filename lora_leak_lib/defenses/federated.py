@@ -14,6 +14,7 @@ from ..message import SharedUpdate
 from .accountant import epsilon
 from .dp import check_dp_knobs, dp_gradient, dp_noise_only, poisson_batch
 from .secure_aggregation import decode_fixed_point, mask_update, secure_sum_encoded
+from .update import add_noise
 
 Update = OrderedDict[str, torch.Tensor]
 UpdateDefence = Callable[[Update, int], Update]
@@ -98,16 +99,19 @@ class SecureAggregationClient(fl.Client):
 
 
 class DefendedServer(fl.Server):
-    """A server with two switches: ``secure`` (it receives only masked messages and learns only their weighted
-    mean) and ``adam_lr`` (FedAdam, Reddi et al. 2021: it steps Adam on the mean update instead of plain SGD,
-    which lets FedSGD train a LoRA adapter in few rounds)."""
+    """A server with three switches: ``secure`` (it receives only masked messages and learns only their weighted
+    mean), ``adam_lr`` (FedAdam, Reddi et al. 2021: it steps Adam on the mean update instead of plain SGD,
+    which lets FedSGD train a LoRA adapter in few rounds) and ``central_noise`` (central DP: Gaussian noise of
+    that std on the mean before the step; the clients' messages arrive as they were sent)."""
 
     def __init__(self, setup: fl.FederatedSetup, initial_state: dict[str, torch.Tensor], *, secure: bool = False,
-                 adam_lr: float | None = None) -> None:
+                 adam_lr: float | None = None, central_noise: float = 0.0, seed: int = 0) -> None:
         super().__init__(setup, initial_state)
         if adam_lr is not None and not adam_lr > 0:
             raise ValueError(f"the server's Adam learning rate must be positive, got {adam_lr!r}: try 1e-2.")
-        self.secure = secure
+        if not central_noise >= 0:
+            raise ValueError(f"the server's noise std must be zero or positive, got {central_noise!r}: try 1e-3.")
+        self.secure, self.central_noise, self.seed = secure, float(central_noise), seed
         self.params = OrderedDict((n, torch.nn.Parameter(t.clone())) for n, t in self.global_state.items())
         self.optimizer = None if adam_lr is None else torch.optim.Adam(self.params.values(), lr=adam_lr)
 
@@ -130,6 +134,8 @@ class DefendedServer(fl.Server):
 
     def aggregate(self, round: int) -> Update:
         mean = self.round_mean(round)
+        if self.central_noise > 0:
+            mean = add_noise(mean, self.central_noise, config.derive_seed(self.seed, round, 5))
         if self.optimizer is None:
             step = -self.setup.lr if self.setup.protocol == "fedsgd" else 1.0
             self.global_state = OrderedDict((n, t + step * mean[n]) for n, t in self.global_state.items())

@@ -2,8 +2,9 @@
 
 The defence sweep (``experiments.sweep``) and the attack lab (``widgets``) both read it; the sweep names no
 defence, so adding one is one ``DefenceSpec`` here. A defence acts on the message (``kind="message"``: a
-transformation of one update), on the client's training (``"training"``: DP-SGD), or on the protocol
-(``"protocol"``: batch, local steps, rank, head, secure aggregation). Its entry carries what the sweep needs:
+transformation of one update), on the client's training (``"training"``: DP-SGD), on the protocol
+(``"protocol"``: batch, local steps, rank, head, secure aggregation, FFA-LoRA's frozen ``A``), or on the server
+(``"server"``: central DP, noise added after the clients' messages arrived, so not against the server itself). Its entry carries what the sweep needs:
 the ``fl.run_federated`` arguments it overrides, the client it builds (by kind unless it brings its own), how
 the victims are grouped, whether the server sees only a secure aggregate, and whether an accountant spends ε.
 """
@@ -20,7 +21,7 @@ from .. import fl
 from ..checks import check_int
 from ..message import SharedUpdate
 from .federated import DefendedClient, DefendedServer, DPClient, SecureAggregationClient, UpdateDefence
-from .update import add_noise, clip_update, quantise, top_k
+from .update import add_noise, clip_update, quantisation_step, quantise, top_k
 
 Update = OrderedDict[str, torch.Tensor]
 Transform = Callable[[Update, float, int], Update]
@@ -39,6 +40,28 @@ def _bits(update: Update, bits: float, seed: int) -> Update:
     if float(bits) != int(bits):
         raise ValueError(f"bits must be a whole number, got {bits!r}: try 8 or 4.")
     return quantise(update, int(bits))
+
+
+Noise = Callable[[Any, Update, int], "float | dict[str, float]"]
+"""``noise(value, update, batch) -> std``: the std per entry of what a defence at knob ``value`` left in a message of
+``batch`` sentences (one number, or one per tensor name), as a server that knows the defence computes it from the
+message it holds."""
+
+
+def _quantisation_noise(bits: Any, update: Update, batch: int) -> dict[str, float]:
+    """Rounding to a tensor's step ``q`` leaves an error uniform in ``±q/2``: std ``q/√12``, per tensor."""
+    return {n: quantisation_step(t, int(bits)) / 12 ** 0.5 for n, t in update.items()}
+
+
+def _top_k_noise(fraction: Any, update: Update, batch: int) -> dict[str, float]:
+    """A tensor's dropped entries lie within its smallest kept magnitude ``τ``: at most std ``τ/√3`` (uniform in
+    ``±τ``), per tensor."""
+    return {n: float(t[t != 0].abs().min()) / 3 ** 0.5 if bool((t != 0).any()) else 0.0 for n, t in update.items()}
+
+
+def _check_noise_std(std: float) -> None:
+    if not std >= 0:
+        raise ValueError(f"the noise std must be zero or positive, got {std!r}: try 1e-3.")
 
 
 def _check_noise_multiplier(sigma: float) -> None:
@@ -81,7 +104,7 @@ def secure_client(spec: DefenceSpec, value: Any, recipe: SweepRecipe, client_ids
 
 
 CLIENT_OF_KIND: dict[str, MakeClient] = {"message": defended_client, "training": plain_client,
-                                         "protocol": plain_client}
+                                         "protocol": plain_client, "server": plain_client}
 """The client a defence builds when its entry names none: a message defence transforms, the others train plainly."""
 
 
@@ -108,6 +131,9 @@ class DefenceSpec:
     ``victim_sentences(value)`` / ``victim_clients(value)`` how many sentences each victim client holds and how
     many clients share one attacked aggregate; ``secure``: the server learns only the round's masked sum, so
     the attack sees the aggregate; ``accountant``: its clients report the ε they spent (``client.epsilon``).
+    ``noise(value, update, batch)``: what a server that knows the defence can say of the noise it left in a
+    message (the std per entry), which an adaptive attack reads (``KnownDefence.noise``); DP-SGD's at the
+    registry's clip ``DP_CLIP``.
     """
 
     name: str
@@ -125,6 +151,7 @@ class DefenceSpec:
     victim_clients: Callable[[Any], int] = _one
     secure: bool = False
     accountant: bool = False
+    noise: Noise | None = None  # what a server that knows this defence can say of the noise left in a message
 
     @property
     def needs_value(self) -> bool:
@@ -160,9 +187,11 @@ class DefenceSpec:
         """The factory of the clients this defence runs, for a round of ``client_ids``."""
         return (self.make_client or CLIENT_OF_KIND[self.kind])(self, value, recipe, client_ids)
 
-    def server(self, adam_lr: float | None) -> Callable[..., DefendedServer]:
-        """The factory of the server (``fl.run_federated``'s ``make_server``): FedAdam, secure when ``secure``."""
-        return partial(DefendedServer, secure=self.secure, adam_lr=adam_lr)
+    def server(self, adam_lr: float | None, value: Any = None, seed: int = 0) -> Callable[..., DefendedServer]:
+        """The factory of the server (``fl.run_federated``'s ``make_server``): FedAdam, secure when ``secure``, and
+        for a server-side defence (``kind="server"``, central DP) adding noise of std ``value`` to each mean."""
+        noise = float(value) if self.kind == "server" else 0.0
+        return partial(DefendedServer, secure=self.secure, adam_lr=adam_lr, central_noise=noise, seed=seed)
 
     def attacked(self, server: DefendedServer, client_ids: Sequence[int], round: int) -> SharedUpdate:
         """What the curious server attacks of one victim group: the aggregate under secure aggregation, else
@@ -176,14 +205,15 @@ DEFENCES: dict[str, DefenceSpec] = {spec.name: spec for spec in (
     DefenceSpec("none", "", "message", lambda u, v, s: u, lab_default=0.0, make_client=plain_client),
     DefenceSpec("dp-sgd", "DP-SGD noise multiplier σ (per-sample clip C)", "training", _dp_one_sentence, 1.0,
                 check=_check_noise_multiplier, quick=(1e-5, 1e-4, 1.0), full=(1e-6, 1e-5, 3e-5, 1e-4, 1e-3, 0.1, 1.0),
-                make_client=dp_client, accountant=True),
+                make_client=dp_client, accountant=True, noise=lambda v, u, b: v * DP_CLIP / max(1, b)),
     DefenceSpec("clip", "update norm bound", "message", lambda u, v, s: clip_update(u, v), 1.0,
                 quick=(1.0, 0.1), full=(1.0, 0.1, 0.01)),
     DefenceSpec("noise", "Gaussian noise std", "message", lambda u, v, s: add_noise(u, v, s), 1e-4,
-                quick=(1e-5, 1e-4, 1e-3), full=(1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
+                quick=(1e-5, 1e-4, 1e-3), full=(1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3), noise=lambda v, u, b: v),
     DefenceSpec("top-k", "fraction of entries kept", "message", lambda u, v, s: top_k(u, v), 0.1,
-                quick=(0.5, 0.1), full=(0.9, 0.5, 0.25, 0.1, 0.01)),
-    DefenceSpec("quantise", "bits per entry", "message", _bits, 8, quick=(16, 8, 4), full=(16, 12, 10, 8, 6, 4)),
+                quick=(0.5, 0.1), full=(0.9, 0.5, 0.25, 0.1, 0.01), noise=_top_k_noise),
+    DefenceSpec("quantise", "bits per entry", "message", _bits, 8, quick=(16, 8, 4), full=(16, 12, 10, 8, 6, 4),
+                noise=_quantisation_noise),
     DefenceSpec("batch", "sentences per message", "protocol", integer_at_least=1, quick=(2, 4), full=(2, 4, 8),
                 victim_sentences=_the_knob),
     DefenceSpec("local-steps", "local SGD steps E (FedAvg)", "protocol", integer_at_least=1, quick=(2, 5),
@@ -195,6 +225,9 @@ DEFENCES: dict[str, DefenceSpec] = {spec.name: spec for spec in (
                 full=(2, 4, 8), overrides=lambda v, recipe: dict(n_clients=v), make_client=secure_client,
                 victim_clients=_the_knob, secure=True),
     DefenceSpec("no-head", "", "protocol", overrides=lambda v, recipe: dict(train_head=False)),
+    DefenceSpec("ffa-lora", "", "protocol", overrides=lambda v, recipe: dict(freeze_a=True)),
+    DefenceSpec("central-dp", "noise std the server adds to each round's mean update", "server",
+                check=_check_noise_std, quick=(1e-3,), full=(1e-4, 1e-3, 1e-2)),
 )}
 """Every defence the course measures, by name, in the order the sweep visits them."""
 

@@ -13,7 +13,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .. import metrics
 from ..checks import DEFAULT_TRAINED_STEPS, MAX_TRAINED_STEPS, check_trained_steps  # noqa: F401 (re-exported)
-from ..attacks import Attack, Knowledge, Reconstruction, SharedUpdate, get_attack
+from ..attacks import Attack, Knowledge, KnownDefence, Reconstruction, SharedUpdate, get_attack
+from ..defenses.registry import check_defence
 
 def reference_ids(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """The token ids of each private sentence without special tokens: what a perfect attack returns."""
@@ -34,6 +35,14 @@ def score(references: Sequence[str], reconstruction: Reconstruction,
     for row in rows:
         row["seconds"] = reconstruction.seconds / len(references)
     return rows
+
+
+def known_defence(name: str, value: float | int | None, shared: SharedUpdate) -> KnownDefence:
+    """What a server that knows the client's defence (``name`` at ``value``) can say of it, for the message it
+    holds: the registry's noise estimate where the defence has one (``DefenceSpec.noise``)."""
+    spec = check_defence(name)
+    noise = None if spec.noise is None or value is None else spec.noise(value, shared.update, shared.batch_size)
+    return KnownDefence(name, value, noise if isinstance(noise, dict) else None if noise is None else float(noise))
 
 
 @dataclass(frozen=True, kw_only=True)

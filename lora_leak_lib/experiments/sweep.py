@@ -14,7 +14,7 @@ from ..attacks import Knowledge, Reconstruction, SharedUpdate, get_attack
 from ..defenses.federated import DefendedServer
 from ..defenses.registry import BASELINE, DEFENCES, DefenceSpec, check_defence
 from ..defenses.secure_aggregation import subtract_own
-from .core import longest, score
+from .core import known_defence, longest, score
 
 AttackFn = Callable[[SharedUpdate, Knowledge], Reconstruction]
 """``attack(shared, knowledge) -> Reconstruction``: how the sweep attacks a message (an ``Attack.reconstruct``)."""
@@ -82,7 +82,7 @@ class Defence:
                       rank=recipe.rank, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed, progress=False)
         kwargs.update(spec.overrides(self.value, recipe))
         kwargs["make_client"] = spec.client(self.value, recipe, list(range(kwargs["n_clients"])))
-        kwargs["make_server"] = spec.server(adam_lr=recipe.lr)
+        kwargs["make_server"] = spec.server(recipe.lr, self.value, recipe.seed)
         return kwargs
 
 
@@ -113,15 +113,22 @@ def victim_groups(defence: Defence, recipe: Recipe, pool: Sequence[data.Example]
 
 
 def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recipe, attack: AttackFn,
-                   insider: bool = False) -> tuple[list[dict[str, float]], list[tuple[str, str]], str | None, float]:
-    """After the last round, each victim group sends its defended messages and the server attacks what it sees.
+                   insider: bool = False) -> tuple[list[dict[str, float]], list[tuple[str, str]], str | None, float,
+                                                   bool | None]:
+    """After the last round, each victim group sends its defended messages and the server attacks what it sees,
+    once unaware of the defence and, where the defence leaves a known noise, once told it (``known_defence``).
 
+    Returns the rows of the attacker that did better (its mean ROUGE-1 over every victim: the defence's worst
+    case), their examples, the error when every attacker failed, the seconds of every attack, and whether the
+    better attacker knew the defence (``None`` when knowing it changes nothing).
     ``insider`` (secure aggregation of 2): the attacker is the group's first client, which subtracts its own
     update from the aggregate and attacks the second client's sentences.
     """
     server = history.server
     round = len(history.accuracy) - 1
-    rows, examples, seconds = [], [], 0.0
+    runs: dict[bool, list] = {False: [], True: []}
+    errors: dict[bool, str] = {}
+    seconds, adaptive = 0.0, False
     for g, group in enumerate(victim_groups(defence, recipe, history.held_out)):
         ids = [1000 + 100 * g + i for i in range(len(group))]
         state = server.broadcast(round + g)
@@ -137,16 +144,25 @@ def attack_victims(history: fl.FederatedHistory, defence: Defence, recipe: Recip
         references = [e.text for v in victims for e in message_references(v)]
         tokenizer = history.setup.model.tokenizer
         # the attacker knows the longest sentence's length (the batch size is in the message's metadata)
-        knowledge = Knowledge(length=longest(references, tokenizer))
-        try:
-            reconstruction = attack(shared, knowledge)
-        except ValueError as error:
-            return [], [], f"{type(error).__name__}: {error}", seconds
-        seconds += reconstruction.seconds
-        scored = score(references, reconstruction, tokenizer)
-        rows.extend(scored)
-        examples.extend((row["original"], row["reconstruction"]) for row in scored)
-    return rows, examples, None, seconds
+        unaware = Knowledge(length=longest(references, tokenizer))
+        known = known_defence(defence.name, defence.value, shared)
+        adaptive = adaptive or known.noise is not None
+        for aware, knowledge in ((False, unaware), (True, replace(unaware, defence=known))):
+            if aware and known.noise is None:
+                continue
+            try:
+                reconstruction = attack(shared, knowledge)
+            except ValueError as error:
+                errors[aware] = f"{type(error).__name__}: {error}"
+                continue
+            seconds += reconstruction.seconds
+            runs[aware].extend(score(references, reconstruction, tokenizer))
+    tried = [aware for aware in (False, True) if aware not in errors and runs[aware]]
+    if not tried:
+        return [], [], errors.get(False) or errors.get(True), seconds, None
+    best = max(tried, key=lambda aware: float(np.mean([r["rouge1"] for r in runs[aware]])))
+    rows = runs[best]
+    return rows, [(r["original"], r["reconstruction"]) for r in rows], None, seconds, best if adaptive else None
 
 
 def _insider_view(server: DefendedServer, victims: Sequence[fl.Client], state: dict, round: int) -> SharedUpdate:
@@ -187,32 +203,34 @@ class SettingResult:
     attack_error: str | None = None
     attack_seconds: float = 0.0
     examples: list[tuple[str, str]] = field(default_factory=list)
+    attack_aware: bool | None = None
+    """Whether the attack that set ``rouge1`` knew the defence (``None``: knowing it changes nothing here)."""
 
 
 def run_setting(defence: Defence, recipe: Recipe = Recipe(), attack: AttackFn = strongest_attack) -> SettingResult:
     """Federated training under ``defence`` for ``recipe.rounds`` rounds, then the attack on its victims."""
     history = fl.run_federated(**defence.run_kwargs(recipe))
-    rows, examples, error, seconds = attack_victims(history, defence, recipe, attack)
+    rows, examples, error, seconds, aware = attack_victims(history, defence, recipe, attack)
     eps = history.clients[0].epsilon(recipe.rounds, recipe.dp_delta) if defence.spec.accountant else None
-    return _result(defence, history, rows, examples, error, seconds, eps)
+    return _result(defence, history, rows, examples, error, seconds, eps, aware=aware)
 
 
 def two_client_attack(recipe: Recipe = Recipe(), attack: AttackFn = strongest_attack) -> SettingResult:
     """Secure aggregation of 2 clients: the first subtracts its own update from the sum and attacks the second."""
     defence = Defence("secure-agg", 2)
     history = fl.run_federated(**defence.run_kwargs(recipe))
-    rows, examples, error, seconds = attack_victims(history, defence, recipe, attack, insider=True)
+    rows, examples, error, seconds, aware = attack_victims(history, defence, recipe, attack, insider=True)
     return _result(defence, history, rows, examples, error, seconds, None,
-                   label="secure-agg 2: one client subtracts its own update")
+                   label="secure-agg 2: one client subtracts its own update", aware=aware)
 
 
 def _result(defence: Defence, history: fl.FederatedHistory, rows: list[dict[str, float]],
             examples: list[tuple[str, str]], error: str | None, seconds: float, eps: float | None,
-            label: str | None = None) -> SettingResult:
+            label: str | None = None, aware: bool | None = None) -> SettingResult:
     mean = lambda key: float(np.mean([r[key] for r in rows])) if rows else math.nan
     return SettingResult(defence.name, defence.value, label or defence.label, history.accuracy[-1],
                          history.accuracy[0], list(history.accuracy), mean("rouge1"), mean("token_accuracy"),
-                         len(rows), eps, error, seconds, examples)
+                         len(rows), eps, error, seconds, examples, aware)
 
 
 def settings(quick: bool = True) -> list[Defence]:
