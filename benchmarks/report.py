@@ -412,6 +412,22 @@ def first_round(name: str, data: dict) -> str:
                "exact", "certified", "CPU s / message"], body)])
 
 
+def evaluate(name: str, data: dict) -> str:
+    """A ``lora-leak evaluate`` record, as the command itself writes it (``experiments.evaluate.markdown``), one
+    heading level down; the figure beside the JSON when there is one."""
+    from lora_leak_lib.experiments import evaluate as ev
+
+    body = ev.markdown(data).splitlines()[1:]  # the command's own title gives way to this section's
+    parts = [f"## Every attack against every defence: the {data['suite']} suite",
+             f"`benchmarks/results/{name}`, written by `lora-leak evaluate`; its code fingerprint is checked against "
+             "the library by `tests/test_results_doc.py`, so a table here is the current code's.",
+             "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in body)]
+    figure = Path(name).with_suffix(".png").name
+    if (RESULTS / figure).exists():
+        parts.append(f"![Worst-case ROUGE-1 against utility](../benchmarks/results/{figure})")
+    return "\n\n".join(parts)
+
+
 def gpu(name: str, data: dict) -> str:
     steps = data.get("steps", [])
     machine = (f"{data.get('card', '?')}, {data.get('gpu_memory_gib', '?')} GiB; torch {data.get('torch')}, "
@@ -431,7 +447,7 @@ def gpu(name: str, data: dict) -> str:
 KINDS: list[tuple[str, Callable[[str, dict], str]]] = [
     ("full_gradient", full_gradient), ("lora_leakage", lora_leakage), ("multi_round", multi_round),
     ("adam_delta", adam_delta), ("first_round", first_round), ("article_replication", article_replication),
-    ("defenses", defenses), ("gpu", gpu),
+    ("evaluate", evaluate), ("defenses", defenses), ("gpu", gpu),
 ]
 """File-name prefixes, in the order their sections appear; a file matches the longest prefix it starts with."""
 

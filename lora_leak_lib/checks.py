@@ -1,11 +1,14 @@
-"""The checks of a person's input that need nothing heavy: counts and sizes, ranks, trained steps, texts.
+"""The checks of a person's input that need nothing heavy: counts and sizes, ranks, trained steps, texts, the
+file a record is written to.
 
 The command line runs them before torch or transformers load, so a bad input is answered at once; the library
 runs the same functions, so each rule is written once.
 """
 from __future__ import annotations
 
+import os
 import unicodedata
+from pathlib import Path
 
 
 def check_int(value: object, name: str, least: int = 1, most: int | None = None, hint: str = "") -> int:
@@ -62,3 +65,20 @@ def visible_text(text: object) -> str:
     if not visible:
         raise ValueError("the text is empty (or only invisible characters): give a sentence of at least one word.")
     return visible
+
+
+def check_record_path(path: str | Path) -> Path:
+    """``path`` as the record's file, or one clear error when it (or the ``.md`` and ``.png`` beside it) cannot be
+    written."""
+    path = Path(path)
+    for target in (path, path.with_suffix(".md"), path.with_suffix(".png")):
+        if target.is_dir():
+            raise ValueError(f"--out {path}: {target} is a folder; give a file name such as results.json.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {path} cannot be written: {folder} is not a writable folder.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"--out {path} cannot be written: the file is read-only.")
+    return path

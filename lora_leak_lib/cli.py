@@ -1,4 +1,5 @@
-"""The ``lora-leak`` command: ``demo`` shows one federated LoRA step, ``attack`` rebuilds a text, ``bench`` the table.
+"""The ``lora-leak`` command: ``demo`` shows one federated LoRA step, ``attack`` rebuilds a text, ``bench`` the table,
+``evaluate`` every attack against every defence.
 
 This module parses and checks a command line without loading torch, transformers or a model, so a bad argument is
 answered at once, in one line, with exit status 2; only then does it load ``commands``, the half that does the work.
@@ -6,13 +7,14 @@ answered at once, in one line, with exit status 2; only then does it load ``comm
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from . import catalog
-from .checks import (DEFAULT_TRAINED_STEPS, DEFAULT_SEED, SERVERS, check_int, check_rank, check_trained_steps,
-                     visible_text)
+from .checks import (DEFAULT_TRAINED_STEPS, DEFAULT_SEED, SERVERS, check_int, check_rank, check_record_path,
+                     check_trained_steps, visible_text)
 
 
 class OldFlag(argparse.Action):
@@ -45,6 +47,21 @@ def read_sentences(path: Path) -> list[str]:
     return texts
 
 
+EVALUATION_SUITES = ("quick", "full")
+"""The suites ``lora-leak evaluate --suite`` runs (``experiments.evaluate.SUITES``: a test keeps the two the same)."""
+IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+"""How a brought-in attack or defence is named: ``package.module:Name``."""
+
+
+def check_import_paths(names: Sequence[str], flag: str, shape: str) -> None:
+    """One clear error for a ``flag`` value with a colon that is not ``package.module:Name`` (``shape`` says what
+    ``Name`` is); registry names (no colon) are checked once the registries load."""
+    for name in names:
+        if ":" in name and not IMPORT_PATH.match(name):
+            raise ValueError(f"{flag} {name!r} is not an import path: write package.module:{shape}, or a registered "
+                             "name.")
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Every check of a command line that needs no model: names, counts, texts and files (``attack`` reads its file
     and keeps the visible texts as ``args.texts``). One ``ValueError`` for the first problem found."""
@@ -62,6 +79,16 @@ def check_arguments(args: argparse.Namespace) -> None:
         if args.data is not None and not Path(args.data).is_dir():
             raise ValueError(f"no folder at {args.data}: give the folder holding rt-polarity.pos and .neg (README, "
                              "Benchmarks, says how to get it).")
+    if args.run == "evaluate_suite":
+        if args.suite not in EVALUATION_SUITES:
+            raise ValueError(f"unknown suite {args.suite!r}: choose one of {', '.join(EVALUATION_SUITES)}.")
+        if args.data is not None and not Path(args.data).is_dir():
+            raise ValueError(f"no folder at {args.data}: give the folder holding rt-polarity.pos and .neg (README, "
+                             "Benchmarks, says how to get it).")
+        check_import_paths(args.attack, "--attack", "ClassName")
+        check_import_paths(args.defence, "--defence", "function")
+        args.out = args.out or f"evaluate_{args.suite}.json"
+        check_record_path(args.out)
     if args.run == "attack":
         check_trained_steps(args.trained_steps, "--trained-steps")
         if args.observed_rounds < 1:
@@ -127,6 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the results as JSON to this file")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.set_defaults(run="bench")
+    p = commands.add_parser("evaluate", help="every attack against every defence on one table: worst-case leakage, "
+                            "utility, ε")
+    p.add_argument("--suite", default="quick",
+                   help=f"one of {', '.join(EVALUATION_SUITES)} (quick: CPU, minutes; full: the recorded table, "
+                        "GPU-sized)")
+    p.add_argument("--attack", action="extend", nargs="+", default=[], metavar="NAME|module:Class",
+                   help="only these attacks: registered names, or package.module:ClassName (instantiated with no "
+                        "arguments, with a reconstruct(shared, knowledge) method)")
+    p.add_argument("--defence", action="extend", nargs="+", default=[], metavar="NAME|module:function",
+                   help="only these defences (and the undefended baseline): registered names, or "
+                        "package.module:function(update, seed) -> update applied to every message")
+    p.add_argument("--data", default=None, help="folder with rt-polarity.pos/.neg for the full suite's sentences "
+                                                "(default: the course sentences)")
+    p.add_argument("--out", default=None, help="the JSON record (default evaluate_SUITE.json); the .md table and "
+                                               ".png figure go beside it; a rerun resumes it")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.set_defaults(run="evaluate_suite")
     p = commands.add_parser("models", help="the models the course knows: offline or hub, size, install command")
     p.set_defaults(run="list_models")
     p = commands.add_parser("student", help="write the student copies of the notebooks with nbgrader")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from . import config, course, data, experiments, gradients, lora, models
 from .course import book as course_book, colab, executed, grading, student_copies
+from .experiments import evaluate as evaluation
 from .attacks import attack_names, check_attack_name, infer_labels
 from .fl import capture_update
 from .message import FederatedSetup
@@ -125,6 +127,29 @@ def bench(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def evaluate_suite(args: argparse.Namespace) -> None:
+    """Every attack against every defence of a suite: the JSON record (resumed when it exists), the Markdown table
+    and the privacy–utility figure beside it; the table is printed at the end.
+
+    The command line checked the suite's name, the import paths' shape and ``--out`` before torch loaded; here every
+    attack and defence is found (a brought-in class is built and must have ``reconstruct``) and every model of the
+    suite is checked before the first row runs.
+    """
+    suite = evaluation.get_suite(args.suite, args.data)
+    attacks = [evaluation.check_attack(name) for name in args.attack]
+    suite = suite.choose(attacks=attacks, defences=evaluation.choose_defences(args.defence))
+    for setting, _ in suite.cells():
+        setting.model.check_available()
+    suite.recipe.model.check_available()
+    config.setup(args.seed)
+    command = evaluation.command_line(args.suite, args.out, args.seed, args.attack, args.defence, args.data)
+    record = evaluation.run_suite(suite, args.out, seed=args.seed, command=command,
+                                  say=lambda line: print(line, file=sys.stderr, flush=True))
+    print(evaluation.markdown(record))
+    out = Path(args.out)
+    print(f"\nwrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}", file=sys.stderr)
 
 
 def list_models(args: argparse.Namespace) -> None:

@@ -56,3 +56,15 @@ def test_check_fails_on_a_hand_edit_and_on_a_missing_file(tmp_path):
     assert report.check(results, out) is not None  # missing
     out.write_text(report.render(results).replace("100.0%", "99.9%", 1), encoding="utf-8")
     assert report.check(results, out) is not None
+
+
+def test_every_recorded_evaluation_is_the_current_codes():
+    """A recorded ``lora-leak evaluate`` run that this file, the notebooks or the README read was made by the
+    attack, defence and simulation code as it is now (its fingerprint); a change to any of them fails here until
+    the run is recorded again (the error names the file and the command)."""
+    from lora_leak_lib.experiments.fingerprint import check_fingerprint
+
+    records = sorted((REPO / "benchmarks" / "results").glob("evaluate*.json"))
+    assert records, "benchmarks/results holds no lora-leak evaluate record: run `lora-leak evaluate --suite quick`"
+    for path in records:
+        check_fingerprint(path)

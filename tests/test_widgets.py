@@ -53,7 +53,7 @@ def test_run_lab_live_steps_of_dlg():
     (dict(text=""), "empty"),
     (dict(text="   "), "empty"),
     (dict(text="word " * 80), "at most 64"),
-    (dict(attack="nope"), "unknown attack 'nope': choose one of lora-best, dlg, later-layers, span"),
+    (dict(attack="nope"), "unknown attack 'nope': choose one of lora-best, dlg, first-round, later-layers, span"),
     (dict(defence="wall"), "unknown defence"),
     (dict(rank=3), "unknown rank 3"),
     (dict(model_name="gpt-9"), "unknown model"),
