@@ -21,6 +21,7 @@ import platform
 import shlex
 import signal
 import subprocess
+import threading
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,6 +38,7 @@ FLOWER_TESTS = "tests/test_flower.py"
 ON_CUDA = {"LORA_LEAK_DEVICE": "cuda"}
 FULL_ON_CUDA = {"LORA_LEAK_MODE": "full", **ON_CUDA}
 RUNNING: set[subprocess.Popen] = set()  # the steps' processes while they run, to kill on Ctrl-C
+STOPPING = threading.Event()  # set on Ctrl-C: a step whose process starts after the kill kills it at once
 LEAKAGE_RUNS = (  # the README's leakage table: 20 sentences a row, 5 at 64 tokens
     ("leakage table rows 0,1,2,4,5", ["--settings", "0,1,2,4,5", "--count", "20", "--long-count", "20"],
      "benchmarks/results/lora_leakage_gpu.json"),
@@ -182,6 +184,8 @@ def run_step(step: Step, timeout: int, budget: int) -> dict:
     with subprocess.Popen(step.command, cwd=REPO, env={**os.environ, **step.env}, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True) as process:
         RUNNING.add(process)
+        if STOPPING.is_set():  # Ctrl-C came while this process started: the kill loop may have missed it
+            kill(process)
         try:
             output = process.communicate(timeout=timeout)[0]
             status = "passed" if process.returncode == 0 else f"failed ({process.returncode})"
@@ -204,8 +208,10 @@ def row(entry: dict) -> str:
 def run_all(steps: list[Step], args: argparse.Namespace, record: dict, out: Path) -> None:
     """Run the steps, notebooks ``args.parallel`` at once, writing ``record`` to ``out`` after each one.
 
-    On Ctrl-C (or SIGTERM, which ``main`` turns into one) the steps still running are killed before it goes on up.
+    On Ctrl-C (or SIGTERM, which ``main`` turns into one) the steps still running are killed before it goes on up,
+    a step starting at that moment included (``STOPPING``).
     """
+    STOPPING.clear()
     for is_notebook, group in itertools.groupby(steps, key=lambda s: s.notebook):
         with ThreadPoolExecutor(args.parallel if is_notebook else 1) as pool:
             try:
@@ -214,6 +220,7 @@ def run_all(steps: list[Step], args: argparse.Namespace, record: dict, out: Path
                     out.write_text(json.dumps(record, indent=1))
                     print(row(record["steps"][-1]), flush=True)
             except KeyboardInterrupt:
+                STOPPING.set()
                 pool.shutdown(wait=False, cancel_futures=True)  # no queued notebook starts
                 for process in list(RUNNING):
                     kill(process)
