@@ -47,7 +47,7 @@ def read_sentences(path: Path) -> list[str]:
     return texts
 
 
-EVALUATION_SUITES = ("quick", "full")
+EVALUATION_SUITES = ("quick", "minilm", "full")
 """The suites ``lora-leak evaluate --suite`` runs (``experiments.evaluate.SUITES``: a test keeps the two the same)."""
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 """How a brought-in attack or defence is named: ``package.module:Name``."""
@@ -157,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="every attack against every defence on one table: worst-case leakage, "
                             "utility, ε")
     p.add_argument("--suite", default="quick",
-                   help=f"one of {', '.join(EVALUATION_SUITES)} (quick: CPU, minutes; full: the recorded table, "
-                        "GPU-sized)")
+                   help=f"one of {', '.join(EVALUATION_SUITES)} (quick: CPU, minutes; minilm: the recorded "
+                        "defence table, an hour or two on a CPU; full: every axis, GPU-sized)")
     p.add_argument("--attack", action="extend", nargs="+", default=[], metavar="NAME|module:Class",
                    help="only these attacks: registered names, or package.module:ClassName (instantiated with no "
                         "arguments, with a reconstruct(shared, knowledge) method)")

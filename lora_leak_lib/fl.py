@@ -250,7 +250,7 @@ def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int =
                   held_out: float = 0.25, rank: int = 8, alpha: float | None = None,
                   targets: Sequence[str] = (), train_head: bool = True, lr: float = 3e-3,
                   local_steps: int = 2, optimizer: str = "adam", batch_size: int = 8, seed: int = 0,
-                  freeze_a: bool = False, progress: bool = True, make_client: Callable[..., Client] = Client,
+                  freeze_a: bool = False, frozen_layers: int = 0, progress: bool = True, make_client: Callable[..., Client] = Client,
                   make_server: Callable[..., Server] = Server) -> FederatedHistory:
     """Federated LoRA fine-tuning of a sentiment classifier: ``rounds`` rounds of ``n_clients`` clients.
 
@@ -264,7 +264,7 @@ def run_federated(model: models.PublicModel = models.TINY_BERT, n_clients: int =
     check_int(rounds, "rounds", 0)
     setup = FederatedSetup(model=model, rank=rank, alpha=alpha, targets=tuple(targets), train_head=train_head,
                            model_seed=seed, protocol=protocol, lr=lr, local_steps=local_steps, optimizer=optimizer,
-                           batch_size=batch_size, freeze_a=freeze_a)
+                           batch_size=batch_size, freeze_a=freeze_a, frozen_layers=frozen_layers)
     shards, evaluation = split_among_clients(load_examples(source, limit, seed), n_clients, held_out, seed)
     config.set_seed(seed)
     shared = setup.build_model()

@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from . import families, models
-from .checks import check_rank
+from .checks import check_int, check_rank
 
 
 class LoRALinear(nn.Module):
@@ -42,11 +42,13 @@ class LoRALinear(nn.Module):
 
 
 def lora_config(rank: int = 8, alpha: float | None = None, targets: Sequence[str] | None = None,
-                train_head: bool = True, dropout: float = 0.0, family: str = "bert") -> LoraConfig:
+                train_head: bool = True, dropout: float = 0.0, family: str = "bert",
+                layers: Sequence[int] | None = None) -> LoraConfig:
     """The peft configuration the course uses for a model family; ``alpha`` defaults to ``2 · rank``.
 
     ``targets`` default to the family's attention query and value projections (BERT ``query``/``value``, MPNet
-    ``q``/``v``, GPT-2's fused ``c_attn``), as in the LoRA paper and the published attacks.
+    ``q``/``v``, GPT-2's fused ``c_attn``), as in the LoRA paper and the published attacks. ``layers`` (default:
+    all) are the transformer layers that carry adapters.
     """
     check_rank(rank)
     kind = families.FAMILIES[family]
@@ -54,17 +56,22 @@ def lora_config(rank: int = 8, alpha: float | None = None, targets: Sequence[str
         r=rank, lora_alpha=2 * rank if alpha is None else alpha,
         target_modules=list(kind.lora_targets if targets is None else targets), lora_dropout=dropout,
         modules_to_save=[kind.head] if train_head and kind.head else None, fan_in_fan_out=kind.fan_in_fan_out,
+        layers_to_transform=None if layers is None else list(layers),
     )
 
 
 def apply_lora(model: nn.Module, rank: int = 8, alpha: float | None = None,
                targets: Sequence[str] | None = None, train_head: bool = True,
-               dropout: float = 0.0, freeze_a: bool = False) -> PeftModel:
+               dropout: float = 0.0, freeze_a: bool = False, frozen_layers: int = 0) -> PeftModel:
     """Wrap ``model`` with peft LoRA adapters; only the adapters (and the head when ``train_head``) train.
 
     ``freeze_a`` keeps every ``lora_A`` at its initialisation and trains ``B`` only (FFA-LoRA, Sun et al., ICLR
-    2024): ``A`` is then public and never sent."""
-    config = lora_config(rank, alpha, targets, train_head, dropout, families.family_of(model).name)
+    2024): ``A`` is then public and never sent. ``frozen_layers`` = k keeps adapters off the first k transformer
+    layers, which then train and send nothing."""
+    layers = model.config.num_hidden_layers
+    check_int(frozen_layers, "frozen_layers", 0, layers - 1, hint=f"the first layers without LoRA, of {layers}")
+    config = lora_config(rank, alpha, targets, train_head, dropout, families.family_of(model).name,
+                         layers=range(frozen_layers, layers) if frozen_layers else None)
     peft_model = get_peft_model(model, config)
     if freeze_a:
         for name, parameter in peft_model.named_parameters():

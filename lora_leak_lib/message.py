@@ -45,6 +45,7 @@ class FederatedSetup:
     ``lr`` is the server's step on the mean gradient in FedSGD and each client's local step in FedAvg.
     ``full_finetune=True`` means no LoRA: every parameter trains and is shared (``rank`` is then ignored).
     ``freeze_a=True`` is FFA-LoRA: every ``lora_A`` stays at its public initialisation, only ``B`` trains and is sent.
+    ``frozen_layers=k`` keeps LoRA off the first k transformer layers (they train and send nothing).
     ``targets=()`` means the family's default (the attention query and value projections). A decoder's client
     has no label: ``train_head`` and ``num_labels`` mean nothing there.
     """
@@ -63,6 +64,7 @@ class FederatedSetup:
     batch_size: int = 8
     full_finetune: bool = False
     freeze_a: bool = False
+    frozen_layers: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, models.PublicModel):
@@ -98,7 +100,7 @@ class FederatedSetup:
             if self.full_finetune:
                 return base.eval()
             return lora.apply_lora(base, self.rank, self.alpha, self.targets, self.train_head,
-                                   freeze_a=self.freeze_a).eval()
+                                   freeze_a=self.freeze_a, frozen_layers=self.frozen_layers).eval()
 
         return models.built_once(_BUILT, (self, str(config.device())), build, kept=8)
 

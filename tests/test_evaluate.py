@@ -33,7 +33,7 @@ RECORD_KEYS = {"suite", "date", "machine", "fingerprint", "command", "plan", "th
 ROW_KEYS = {"key": str, "setting": dict, "setting_label": str, "defence": str, "defence_label": str,
             "defence_kind": str, "brought_in": bool, "attack": str, "aware": bool, "sentences": int, "seconds": float,
             "device": str, "utility": float, "undefended_utility": float, "utility_model": str, "utility_learns": bool,
-            "results": list}
+            "same_as_unaware": bool, "results": list}
 SCORES = ("rouge1", "rouge2", "rougeL", "token_accuracy", "exact_rate")
 
 
@@ -82,8 +82,14 @@ def test_every_suite_runs_every_registered_defence_with_unique_rows(name):
     assert keys and len(keys) == len(set(keys))
     quick = name == "quick"
     assert {d.name for d in suite.defences} == set(DEFENCES)
-    for defence, spec in DEFENCES.items():  # at the registry's values for the suite
-        assert [d.value for d in suite.defences if d.name == defence] == spec.sweep_values(quick)
+    assert (suite.recipe.model.name == "minilm") == (not quick)  # the recorded suites' utility learns
+    for defence, spec in DEFENCES.items():  # at the registry's values for the suite (the CPU-sized minilm: fewer)
+        values = [d.value for d in suite.defences if d.name == defence]
+        if name == "minilm":
+            assert values == list(ev.MINILM_VALUES.get(defence, spec.sweep_values(False)))
+            assert set(values) <= set(spec.sweep_values(False))  # points of the full grid
+        else:
+            assert values == spec.sweep_values(quick)
     assert all(ll.attacks.ATTACKS[a].rebuilds_text for a in suite.attacks)
     assert tuple(ev.SUITES) == cli.EVALUATION_SUITES
 
@@ -113,7 +119,7 @@ def test_an_evaluation_setting_refuses_what_it_cannot_simulate(changes, words):
 
 
 def test_an_unknown_suite_lists_the_names():
-    with pytest.raises(ValueError, match="unknown suite 'nope': choose one of quick, full"):
+    with pytest.raises(ValueError, match="unknown suite 'nope': choose one of quick, minilm, full"):
         ev.get_suite("nope")
 
 
@@ -142,6 +148,10 @@ def test_a_small_run_writes_every_row_with_its_shape(small_run):
     assert rows[("dp-sgd 1", 20, False)]["epsilon"] > 0 and rows[("noise 0.0001", 20, False)]["epsilon"] is None
     assert {r["defence_kind"] for r in record["rows"]} == {"message", "training", "protocol"}
     assert not any(r["utility_learns"] for r in record["rows"])  # tiny-bert's random weights: said in every row
+    # told a defence that leaves no noise, an attack learns nothing it reads: the aware row is the unaware one
+    same = {k[0] for k, r in rows.items() if k[2] and r["same_as_unaware"]}
+    assert same == {"none", "secure-agg 2"} and rows[("noise 0.0001", 20, True)]["same_as_unaware"] is False
+    assert rows[("secure-agg 2", 20, True)]["results"] == rows[("secure-agg 2", 20, False)]["results"]
 
 
 def test_the_table_names_the_attack_behind_each_verdict_and_warns_about_tiny_bert(small_run):
@@ -232,7 +242,8 @@ def test_a_protocol_defence_changes_the_victims_set_up_as_its_registry_entry_say
     assert ev.DefenceSetting("secure-agg", 2).setup_changes(SMALL.recipe) == {}  # its clients: the training run's
     victim = [[ll.data.Example("a quiet film about a long war", 1)]]
     for defence, wanted in ((ev.DefenceSetting("rank", 2), dict(rank=2, alpha=4.0, train_head=True)),
-                            (ev.DefenceSetting("no-head"), dict(rank=8, alpha=16.0, train_head=False))):
+                            (ev.DefenceSetting("no-head"), dict(rank=8, alpha=16.0, train_head=False)),
+                            (ev.DefenceSetting("frozen-layers", 1), dict(rank=8, frozen_layers=1))):
         message = ev.defended_messages(victim, MAIN, defence, recipe=SMALL.recipe,
                                        public=ll.data.course_sentences()).messages[0]
         assert {key: getattr(message.setup, key) for key in wanted} == wanted, defence
@@ -257,7 +268,7 @@ def test_the_aware_attacker_is_told_the_defence_and_the_noise_it_left():
 # --- (e) bad input: one line, status 2, nothing written ---------------------------------------------------------------
 
 BAD = [  # (name, argv after "evaluate", words in the one line)
-    ("unknown suite", ["--suite", "nope"], "unknown suite 'nope': choose one of quick, full"),
+    ("unknown suite", ["--suite", "nope"], "unknown suite 'nope': choose one of quick, minilm, full"),
     ("unknown attack", ["--attack", "nope"], "unknown attack 'nope'"),
     ("attack without text", ["--attack", "labels"], "does not rebuild text from a LoRA update"),
     ("unknown defence", ["--defence", "nope"], "unknown defence 'nope'"),

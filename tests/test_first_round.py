@@ -8,6 +8,7 @@ import lora_leak_lib as ll
 from lora_leak_lib.attacks import Knowledge, get_attack
 from lora_leak_lib.attacks import first_round as fr
 from lora_leak_lib.attacks.case import Case
+from lora_leak_lib.experiments import evaluate as ev
 from lora_leak_lib.models import resolve
 
 TEXT = "my salary is paid on the first friday"  # 8 word pieces: 10 inputs with [CLS] and [SEP]
@@ -67,3 +68,23 @@ def test_ffa_lora_trains_and_sends_b_only():
     assert names and not any(".lora_A." in n for n in names) and any(".lora_B." in n for n in names)
     assert "ffa-lora" in ll.defenses.DEFENCES
 
+
+
+def test_lora_kept_off_the_first_layers_sends_nothing_of_them_and_lora_best_falls_back_to_dlg():
+    """The ``frozen-layers`` defence: no adapter on layer 0, so no input span to test; the strongest attack then runs
+    DLG on what is sent (the span attack refuses in one line), and a bad count is one line too."""
+    model = resolve("tiny-bert")
+    text = "a quiet film about a long war"
+    setup = ll.fl.FederatedSetup(model=model, frozen_layers=1)
+    names = [n for n, p in setup.build_model().named_parameters() if p.requires_grad and "lora_" in n]
+    assert names and not any(".layer.0." in n for n in names) and all(".layer.1." in n for n in names)
+    watched = ev.defended_messages([[ll.data.Example(text, 1)]], ev.EvaluationSetting(model=model, tokens=8),
+                                   ev.DefenceSetting("frozen-layers", 1), recipe=ll.experiments.sweep.Recipe(),
+                                   public=ll.data.course_sentences())
+    message, knowledge = watched.messages[0], ll.attacks.Knowledge(length=7)
+    with pytest.raises(ValueError, match="no lora_A of layer 0"):
+        ll.get_attack("span").reconstruct(message, knowledge)
+    rebuilt = ll.get_attack("lora-best", steps=20).reconstruct(message, knowledge)
+    assert rebuilt.attack == "lora-best" and len(rebuilt.texts) == 1
+    with pytest.raises(ValueError, match="frozen_layers must be an integer from 0 to 1"):
+        ll.fl.FederatedSetup(model=model, frozen_layers=2).build_model()

@@ -22,6 +22,12 @@ def first_layer_names(update: dict[str, torch.Tensor], layer: int = 0) -> list[s
     return [name for name in update if any(p.search(name) for p in patterns)]
 
 
+def first_layer_adapted(update: dict[str, torch.Tensor], layer: int = 0) -> bool:
+    """True when ``layer``'s input-reading modules carry LoRA in the update: their ``lora_A`` gradients, or only their
+    ``lora_B`` ones (FFA-LoRA's frozen ``A``)."""
+    return bool(first_layer_names({name.replace(".lora_B", ".lora_A"): None for name in update}, layer))
+
+
 def first_layer_rows(update: dict[str, torch.Tensor], layer: int = 0) -> torch.Tensor:
     """The ``lora_A`` gradient rows of every module that reads ``layer``'s input (``first_layer_names``), stacked
     (``m × d``, float64)."""

@@ -21,7 +21,7 @@ from .base import Callback, Knowledge, Progress, Reconstruction, SharedUpdate
 from .case import Case
 from .dlg import DLG
 from .first_round import first_round_span
-from .inputs import first_layer_rows
+from .inputs import first_layer_adapted, first_layer_rows
 from .later_layers import LATER_ITERATIONS, later_layer_search, thread_sentences
 from .layer_residual import DEFAULT_LAYERS
 from .registry import register
@@ -61,10 +61,14 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
       times the span's rows) the sentence's tokens read from the span first, near it the per-position pursuit and its
       repairs first (``span.recover_sentence``);
     - one sentence layer 0 could not certify: a local search on the spans of layers 0 and 1
-      (``later_layers.later_layer_search``), for up to ``later_iterations`` iterations.
+      (``later_layers.later_layer_search``), for up to ``later_iterations`` iterations;
+    - no LoRA on layer 0 (the ``frozen-layers`` defence): no input span to test, so ``first_round_attack`` on what
+      is sent.
     """
     progress = Progress(callback)
     forward = lambda step, loss, texts: progress.step(loss, texts)  # noqa: E731 (the strategies' steps are ours)
+    if first_round_attack is not None and not first_layer_adapted(case.shared.update):
+        return first_round_attack.reconstruct(case.shared, case.knowledge, callback)
     if case.first_round:
         if (found := first_round_span(case, forward)) is not None:
             if case.sentences != 1 and later_iterations > 0 and found.loss < CERTIFIED:
@@ -87,7 +91,7 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
 
 
 @register("lora-best", "the strongest: span attack (then layers 0 and 1) when B ≠ 0; at round 0 the dL/dB row "
-          "spaces (fewer inputs than r), else DLG on lora_B and the head",
+          "spaces (fewer inputs than r), else DLG on lora_B and the head; DLG where layer 0 has no LoRA",
           "span residual (B ≠ 0), dL/dB certificate or DLG's matching loss (round 0)")
 class LoRABest:
     """The strongest attack the course has on a LoRA-only update: ``policy`` with round 0's DLG (``steps``, its

@@ -3,7 +3,8 @@
 The defence sweep (``experiments.sweep``) and the attack lab (``widgets``) both read it; the sweep names no
 defence, so adding one is one ``DefenceSpec`` here. A defence acts on the message (``kind="message"``: a
 transformation of one update), on the client's training (``"training"``: DP-SGD), on the protocol
-(``"protocol"``: batch, local steps, rank, head, secure aggregation, FFA-LoRA's frozen ``A``), or on the server
+(``"protocol"``: batch, local steps, rank, head, secure aggregation, FFA-LoRA's frozen ``A``, LoRA kept off
+the first layers), or on the server
 (``"server"``: central DP, noise added after the clients' messages arrived, so not against the server itself). Its entry carries what the sweep needs:
 the ``fl.run_federated`` arguments it overrides, the client it builds (by kind unless it brings its own), how
 the victims are grouped, whether the server sees only a secure aggregate, and whether an accountant spends ε.
@@ -222,10 +223,12 @@ DEFENCES: dict[str, DefenceSpec] = {spec.name: spec for spec in (
     DefenceSpec("rank", "LoRA rank r", "protocol", integer_at_least=1, quick=(4, 2), full=(16, 4, 2, 1),
                 overrides=lambda v, recipe: dict(rank=v)),
     DefenceSpec("secure-agg", "clients per secure aggregate", "protocol", integer_at_least=2, quick=(2, 4),
-                full=(2, 4, 8), overrides=lambda v, recipe: dict(n_clients=v), make_client=secure_client,
+                full=(2, 4, 8, 16), overrides=lambda v, recipe: dict(n_clients=v), make_client=secure_client,
                 victim_clients=_the_knob, secure=True),
     DefenceSpec("no-head", "", "protocol", overrides=lambda v, recipe: dict(train_head=False)),
     DefenceSpec("ffa-lora", "", "protocol", overrides=lambda v, recipe: dict(freeze_a=True)),
+    DefenceSpec("frozen-layers", "first transformer layers without LoRA", "protocol", lab_default=1,
+                integer_at_least=1, quick=(1,), full=(1, 2, 3), overrides=lambda v, recipe: dict(frozen_layers=v)),
     DefenceSpec("central-dp", "noise std the server adds to each round's mean update", "server",
                 check=_check_noise_std, quick=(1e-3,), full=(1e-4, 1e-3, 1e-2)),
 )}

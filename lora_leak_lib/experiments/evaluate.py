@@ -438,7 +438,31 @@ def full_suite(data_folder: str | Path | None = None) -> Suite:
                  source=source)
 
 
-SUITES: dict[str, Callable[[str | Path | None], Suite]] = {"quick": quick_suite, "full": full_suite}
+MINILM_VALUES: dict[str, tuple] = {
+    "dp-sgd": (1e-5, 1e-4, 1e-3, 1.0), "clip": (1.0, 0.01), "noise": (1e-5, 1e-4, 1e-3), "top-k": (0.5, 0.1, 0.01),
+    "quantise": (16, 8, 4), "batch": (2, 4), "local-steps": (2, 5), "rank": (4, 1), "secure-agg": (2, 4),
+    "frozen-layers": (1,), "central-dp": (1e-3,)}
+"""The ``minilm`` suite's knob values: each defence from mild to its ``full`` grid's strongest, fewer of them than
+there so that the suite fits a CPU; batches and secure aggregates stop at 4 (a secure aggregate of 16 one-sentence
+clients is a 16-sentence batch, past the one-round batch attack's memory on a 24 GiB machine), and LoRA off the
+first layer only (``lora-best`` runs DLG there, minutes a message on a CPU)."""
+
+
+def minilm_suite(data_folder: str | Path | None = None) -> Suite:
+    """The recorded defence table where no GPU is lent (about an hour and a half on one CPU thread): every registered
+    defence at its ``MINILM_VALUES`` on the full suite's main setting (``minilm``, 16 tokens, batch 1, r=8, 20 steps
+    trained, FedSGD), and the undefended message and FFA-LoRA's at r=64, where a message's 18 inputs are fewer than
+    the rank. ``lora-best`` (the span attack, the later layers, round 0's row spaces, and DLG where those cannot
+    reach) and ``span``; 2 messages per row and utility from ``minilm``, as in the full suite."""
+    full = full_suite(data_folder)
+    defences = tuple(DefenceSetting(name, value) for name, spec in DEFENCES.items()
+                     for value in (MINILM_VALUES[name] if spec.needs_value else [None]))
+    return replace(full, name="minilm", settings=(replace(full.main, rank=64),), defences=defences,
+                   spread=(DefenceSetting(BASELINE), DefenceSetting("ffa-lora")), attacks=("lora-best", "span"))
+
+
+SUITES: dict[str, Callable[[str | Path | None], Suite]] = {"quick": quick_suite, "minilm": minilm_suite,
+                                                           "full": full_suite}
 """The suites by name (``lora-leak evaluate --suite NAME``); each is built from the data folder (or ``None``)."""
 
 
@@ -557,6 +581,13 @@ def row_key(setting: EvaluationSetting, defence: DefenceSetting, attack: str, aw
     return f"{setting.label()} | {defence.label} | {attack} | {'aware' if aware else 'unaware'}"
 
 
+def told_nothing(watched: Sequence[Watched], defence: DefenceSetting, attack: str) -> bool:
+    """True when telling a registered attack the defence tells it nothing it reads: the registered attacks read only
+    the noise a known defence left (``KnownDefence.noise``), and this defence leaves none in these messages. The aware
+    row is then the unaware one (``same_as_unaware``), not a second run that differs only in its random draws."""
+    return not is_import_path(attack) and all(not defence.known(view.messages[0]).noise for view in watched)
+
+
 def attack_row(watched: Sequence[Watched], setting: EvaluationSetting, defence: DefenceSetting, attack: str,
                method: Attack, *, aware: bool, seed: int = 0) -> dict:
     """Attack every message of a cell, told the defence or not, and score it: one row of the record (the means over
@@ -593,6 +624,7 @@ def attack_row(watched: Sequence[Watched], setting: EvaluationSetting, defence: 
             "rougeL": mean("rougeL"), "token_accuracy": mean("token_accuracy"), "exact_rate": mean("exact_match"),
             "sentences": len(results) if error is None else 0, "epsilon": max(epsilons) if epsilons else None,
             "seconds": seconds, "device": device_name(), "load_average": load_average(), "error": error,
+            "same_as_unaware": False,
             "results": [r.as_json() for r in results] if error is None else []}
 
 
@@ -707,6 +739,7 @@ def run_suite(suite: Suite, out: str | Path, *, seed: int = 0, command: str | No
     if done:
         say(f"resuming {path}: {len(done)} rows done, {len(todo)} to go.")
     recipe = replace(suite.recipe, seed=seed)
+    by_key = {row["key"]: row for row in record["rows"]}
     cell, watched, new = None, [], 0
     bar = tqdm(total=len(suite.rows()), initial=len(suite.rows()) - len(todo), desc=f"{suite.name} suite rows",
                disable=not progress)
@@ -723,8 +756,14 @@ def run_suite(suite: Suite, out: str | Path, *, seed: int = 0, command: str | No
             watched = cell_messages(setting, defence, messages=suite.messages, recipe=recipe,
                                     victims=victims[(setting.model, setting.tokens)], seed=seed)
             cell = (setting, defence)
-        row = attack_row(watched, setting, defence, attack, methods[attack], aware=aware, seed=seed)
+        unaware = by_key.get(row_key(setting, defence, attack, False))
+        if aware and unaware is not None and told_nothing(watched, defence, attack):
+            row = {**unaware, "key": row_key(setting, defence, attack, True), "aware": True, "seconds": 0.0,
+                   "same_as_unaware": True}
+        else:
+            row = attack_row(watched, setting, defence, attack, methods[attack], aware=aware, seed=seed)
         row.update(utility_fields(record["utility"], defence))
+        by_key[row["key"]] = row
         record["rows"].append(row)
         write_json(record, path)
         new += 1
@@ -811,6 +850,8 @@ def recommend(record: dict, threshold: float | None = None, keep: float | None =
         else:
             words = (f"{best['label']}: worst case {100 * best['rouge1']:.0f}% ROUGE-1 (set by {best['set_by']}), "
                      f"keeps {100 * best['kept']:.0f}% of undefended accuracy")
+            if best["errors"]:
+                words += f"; {best['errors']} of its {best['rows']} rows did not run (an attack refused): a lower bound"
         rows.append({"defence": name, "setting": best["label"] if best else None, "recommendation": words})
     return rows
 
