@@ -26,14 +26,6 @@ PROVENANCE: dict[str, dict[str, str]] = {
     # file where neither the JSON nor a computed command says it (from the README's results section and the scripts'
     # docstrings); "committed": the day git last committed the file, shown where the run's own date is unknown.
     "adam_delta.json": {"command": "OMP_NUM_THREADS=1 python benchmarks/adam_delta.py", "committed": "2026-12-04"},
-    "defenses.json": {"command": "OMP_NUM_THREADS=1 python benchmarks/defenses.py --model tiny-bert --grid full "
-                                 "--sentences 240 --rounds 8 --victims 4 --max-words 16",
-                      "committed": "2026-11-25"},
-    "defenses_minilm.json": {"command": "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/defenses.py --model "
-                                        "minilm --grid full --sentences 400 --rounds 10 --victims 8 --max-words 16 "
-                                        "--out benchmarks/results/defenses_minilm.json",
-                             "committed": "2026-11-25"},
-    "defenses_minilm_extra.json": {"committed": "2026-11-25"},
     "full_gradient.json": {"committed": "2026-11-25"},
     "lora_leakage.json": {"committed": "2026-11-25"},
     "lora_leakage_batch.json": {"date": "2026-12-02", "command": "python benchmarks/lora_leakage.py --settings 4 "
@@ -85,7 +77,6 @@ ORDER = {  # files of one kind in reading order; any other file of that kind fol
     "lora_leakage": ["lora_leakage.json", "lora_leakage_fastest.json", "lora_leakage_batch.json",
                      "lora_leakage_round0.json", "lora_leakage_span_tokens.json", "lora_leakage_families.json",
                      "lora_leakage_mpnet_idle.json", "lora_leakage_mpnet_long.json", "lora_leakage_mpnet_64.json"],
-    "defenses": ["defenses_minilm.json", "defenses_minilm_extra.json", "defenses.json"],
 }
 
 
@@ -348,52 +339,6 @@ def article_replication(name: str, data: dict) -> str:
     ])
 
 
-def defenses(name: str, data: dict) -> str:
-    recipe, results = data["recipe"], data["results"]
-    base = next((r for r in results if r["defence"] == "none"), None)
-    title = data.get("benchmark", "defenses")
-    recipe_text = ", ".join(f"{k} {v}" for k, v in recipe.items() if k != "source")
-    minutes = f"{data['seconds'] / 60:.0f} min for the whole run" if data.get("seconds") is not None else ""
-    machine = machine_text(data.get("machine")) + (f", load average {load(data['load_average'])} at the end"
-                                                    if data.get("load_average") is not None else "")
-    parts = [f"### {recipe['model_name']}: {title}",
-             header(name, machine + (f"; {minutes}" if minutes else ""), day(name), commands_of(name, data))]
-    if data.get("command"):
-        parts.append(f"How it was run, as the file records it: {data['command']}.")
-    parts.append(f"Recipe: {recipe_text}.")
-    if base is not None:
-        parts.append(f"Held-out accuracy before training {pct(base['accuracy_before'], 0)}; after the last round with "
-                     f"no defence {pct(base['accuracy'], 0)}. `vs none` is the difference in accuracy points.")
-
-    def delta(r: dict) -> str:
-        return "–" if base is None or r["accuracy"] is None else f"{100 * (r['accuracy'] - base['accuracy']):+.0f}"
-
-    if data.get("recommendations") is not None:
-        best: dict[str, dict] = {}
-        for r in results:  # per defence, the lowest ROUGE-1 (ties: the most accuracy, then the smallest ε)
-            if r["rouge1"] is None:
-                continue
-            old = best.get(r["defence"])
-            rank = (r["rouge1"], -r["accuracy"], float("inf") if r["epsilon"] is None else r["epsilon"])
-            if old is None or rank < (old["rouge1"], -old["accuracy"],
-                                      float("inf") if old["epsilon"] is None else old["epsilon"]):
-                best[r["defence"]] = r
-        parts += ["Per defence, the setting with the lowest ROUGE-1 (ties: the most accuracy kept, then the "
-                  "smallest ε):",
-                  table(["defence", "setting", "ROUGE-1", "accuracy", "vs none", "ε"],
-                        [[d, r["label"], pct(r["rouge1"], 0), pct(r["accuracy"], 0), delta(r), num(r["epsilon"])]
-                         for d, r in best.items()]),
-                  f"The script's verdicts (threshold: ROUGE-1 below {pct(data.get('threshold'), 0)}):",
-                  "\n".join(f"- {r['defence']}: {r['verdict']}" for r in data["recommendations"])]
-    parts += ["Every setting:" if data.get("recommendations") is not None else "",
-              table(["setting", "ROUGE-1", "token accuracy", "sentences attacked", "accuracy", "vs none", "ε",
-                     "attack s"],
-                    [[r["label"], pct(r["rouge1"], 0), pct(r["token_accuracy"], 0), r["n_sentences"],
-                      pct(r["accuracy"], 0), delta(r), num(r["epsilon"]), secs(r["attack_seconds"])]
-                     for r in results])]
-    return "\n\n".join(p for p in parts if p)
-
-
 def first_round(name: str, data: dict) -> str:
     rows = data["rows"]
     body = [[r["model"], r["rank"], r["tokens"], r["inputs"], f"{r['inputs_per_rank']:.2f}", r["sentences"],
@@ -447,7 +392,7 @@ def gpu(name: str, data: dict) -> str:
 KINDS: list[tuple[str, Callable[[str, dict], str]]] = [
     ("full_gradient", full_gradient), ("lora_leakage", lora_leakage), ("multi_round", multi_round),
     ("adam_delta", adam_delta), ("first_round", first_round), ("article_replication", article_replication),
-    ("evaluate", evaluate), ("defenses", defenses), ("gpu", gpu),
+    ("evaluate", evaluate), ("gpu", gpu),
 ]
 """File-name prefixes, in the order their sections appear; a file matches the longest prefix it starts with."""
 
@@ -492,12 +437,6 @@ def render(results: Path = RESULTS) -> str:
                       "the global adapter trained before, so 0 is the first round, where `B = 0`), attacked by the server told the "
                       "sentence length. A file holds the rows of one run; a setting measured in several runs appears "
                       "in each, with that run's machine and date."]
-        if kind == "defenses" and names:
-            parts += ["## Defences",
-                      "A federated run (FedSGD clients on Rotten Tomatoes, a FedAdam server) under each defence "
-                      "setting, its held-out accuracy after the last round, and `lora-best` on the defended messages "
-                      "of victim clients (told the sentence length). With secure aggregation or several sentences a "
-                      "message, each message mixes several sentences."]
         parts += [renderer(name, files[name]) for name in names]
         if kind == "multi_round" and (Path(results) / "multi_round_cost.png").exists():
             parts.append("The cost of the attack per message, from every row (`--groups cost` writes it):\n\n"

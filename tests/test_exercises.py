@@ -307,6 +307,34 @@ def test_defence_choice_right_and_wrong():
         exercises.check_defence_choice("noise 0.0001", results[1:])
 
 
+def recorded_table(settings):
+    """A recorded ``lora-leak evaluate`` table with one row per (label, ROUGE-1 or None, accuracy)."""
+    rows, utility = [], {}
+    for label, rouge1, accuracy in settings:
+        name, _, value = label.partition(" ")
+        rows.append({"defence_label": label, "defence": name, "value": float(value) if value else None,
+                     "rouge1": rouge1, "attack": "lora-best", "aware": True, "setting_label": "main",
+                     "epsilon": None, "error": None if rouge1 is not None else "ValueError: refused"})
+        utility[label] = {"accuracy": accuracy, "learns": True}
+    return {"threshold": 0.2, "keep": 0.95, "rows": rows, "utility": utility}
+
+
+def test_recorded_defence_choice_right_and_wrong():
+    record = recorded_table([("none", 1.0, 0.80), ("noise 0.001", 0.9, 0.79), ("batch 4", 0.1, 0.80),
+                             ("dp-sgd 1", 0.0, 0.50), ("frozen-layers 1", None, 0.80)])
+    assert exercises.check_recorded_defence("batch 4", record).ok
+    assert "90% ROUGE-1" in exercises.check_recorded_defence("noise 0.001", record).message
+    assert "keeps 62%" in exercises.check_recorded_defence("dp-sgd 1", record).message
+    assert "no attack ran" in exercises.check_recorded_defence("frozen-layers 1", record).message
+    assert "no defence" in exercises.check_recorded_defence("none", record).message
+    assert "no setting 'top-k 0.1'" in exercises.check_recorded_defence("top-k 0.1", record).message
+    assert "string" in exercises.check_recorded_defence(4, record).message
+    assert not exercises.check_recorded_defence(None, record).ok  # batch 4 meets both
+    hopeless = recorded_table([("none", 1.0, 0.80), ("noise 0.001", 0.9, 0.79), ("dp-sgd 1", 0.0, 0.50)])
+    assert exercises.check_recorded_defence(None, hopeless).ok
+    assert not exercises.check_recorded_defence("dp-sgd 1", hopeless).ok
+
+
 def test_noise_multiplier_right_and_wrong():
     from lora_leak_lib.defenses import epsilon
 

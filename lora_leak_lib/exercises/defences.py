@@ -58,3 +58,41 @@ def check_noise_multiplier(yours: object, candidates: Sequence[float], target_ep
                                "meets it too, with less noise, so more utility: compute ε for each of them.")
     return Feedback(True, f"σ = {sigma:g} is the least noise that keeps ε = {spent[sigma]:.3g} ≤ {target_epsilon:g} "
                           f"after {steps} steps.")
+
+
+def check_recorded_defence(yours: object, record: dict) -> Feedback:
+    """Check a defence setting read off a recorded ``lora-leak evaluate`` table (its label, e.g. ``"batch 4"``): its
+    worst case (the strongest attack, unaware or told the defence) must be below the record's ROUGE-1 threshold while
+    it keeps the record's share of undefended accuracy; ``None`` is the answer when no setting does both."""
+    from ..experiments.evaluate import BASELINE, verdicts
+
+    threshold, keep = record["threshold"], record["keep"]
+    found = {v["label"]: v for v in verdicts(record)}
+    good = [v for v in found.values() if v["defence"] != BASELINE and v["rouge1"] is not None
+            and v["rouge1"] < threshold and v["kept"] is not None and v["kept"] >= keep]
+    if yours is None:
+        if good:
+            return Feedback(False, "at least one setting meets both conditions: read each setting's worst case and "
+                                   "the share of accuracy it keeps again.")
+        return Feedback(True, f"no setting brings today's strongest attack below {threshold:.0%} ROUGE-1 while "
+                              f"keeping {keep:.0%} of undefended accuracy on this model.")
+    if not isinstance(yours, str):
+        return Feedback(False, f"give a setting's label as a string (e.g. {next(iter(found))!r}), or None, got "
+                               f"{type(yours).__name__}.")
+    chosen = found.get(yours)
+    if chosen is None:
+        return Feedback(False, f"no setting {yours!r} in the record: pick one of "
+                               f"{', '.join(repr(label) for label in list(found)[1:4])}, … (the table's labels).")
+    if chosen["defence"] == BASELINE:
+        return Feedback(False, f"that is no defence: the attack recovers {chosen['rouge1']:.0%} ROUGE-1.")
+    if chosen["rouge1"] is None:
+        return Feedback(False, f"no attack ran on {yours!r}: that is no evidence of privacy.")
+    if chosen["rouge1"] >= threshold:
+        return Feedback(False, f"{yours} still lets {chosen['set_by']} recover {chosen['rouge1']:.0%} ROUGE-1, not "
+                               f"below {threshold:.0%}: a defence counts only against the attack that knows it.")
+    if chosen["kept"] is None or chosen["kept"] < keep:
+        kept = "an unmeasured share" if chosen["kept"] is None else f"{chosen['kept']:.0%}"
+        return Feedback(False, f"{yours} brings the worst case to {chosen['rouge1']:.0%} ROUGE-1 but keeps "
+                               f"{kept} of undefended accuracy, less than {keep:.0%}.")
+    return Feedback(True, f"{yours} brings the worst case to {chosen['rouge1']:.0%} ROUGE-1 and keeps "
+                          f"{chosen['kept']:.0%} of undefended accuracy.")

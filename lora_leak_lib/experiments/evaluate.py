@@ -449,16 +449,18 @@ first layer only (``lora-best`` runs DLG there, minutes a message on a CPU)."""
 
 
 def minilm_suite(data_folder: str | Path | None = None) -> Suite:
-    """The recorded defence table where no GPU is lent (about an hour and a half on one CPU thread): every registered
+    """The recorded defence table where no GPU is lent (about an hour on two CPU threads): every registered
     defence at its ``MINILM_VALUES`` on the full suite's main setting (``minilm``, 16 tokens, batch 1, r=8, 20 steps
     trained, FedSGD), and the undefended message and FFA-LoRA's at r=64, where a message's 18 inputs are fewer than
     the rank. ``lora-best`` (the span attack, the later layers, round 0's row spaces, and DLG where those cannot
-    reach) and ``span``; 2 messages per row and utility from ``minilm``, as in the full suite."""
+    reach) and ``span``; utility from ``minilm``, as in the full suite; 1 message per row (where a known noise drowns
+    every span, ``lora-best`` runs DLG, several CPU minutes a message on MiniLM)."""
     full = full_suite(data_folder)
     defences = tuple(DefenceSetting(name, value) for name, spec in DEFENCES.items()
                      for value in (MINILM_VALUES[name] if spec.needs_value else [None]))
     return replace(full, name="minilm", settings=(replace(full.main, rank=64),), defences=defences,
-                   spread=(DefenceSetting(BASELINE), DefenceSetting("ffa-lora")), attacks=("lora-best", "span"))
+                   spread=(DefenceSetting(BASELINE), DefenceSetting("ffa-lora")), attacks=("lora-best", "span"),
+                   messages=1)
 
 
 SUITES: dict[str, Callable[[str | Path | None], Suite]] = {"quick": quick_suite, "minilm": minilm_suite,
