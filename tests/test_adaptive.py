@@ -47,3 +47,16 @@ def test_noise_that_hides_every_direction_is_said_so(round0):
     aware = Knowledge(length=8, defence=ll.experiments.known_defence("noise", 1.0, defended))
     with pytest.raises(ValueError, match="stands above the known defence's noise"):
         get_attack("first-round").reconstruct(defended, aware)
+
+
+def test_a_known_noise_that_drowns_a_trained_round_is_read_as_the_unaware_attack_reads_it():
+    """DP-SGD at σ = 1 on one sentence: noise of std 1 per entry, a thousand times a trained round's lora_A gradient
+    on MiniLM. The aware attack keeps nothing above it (``Case.drowned``, not a first round), so ``lora-best`` reads
+    the message as the unaware attack does instead of running round 0's DLG (minutes on a CPU)."""
+    trained = ll.fl.capture_update([TEXT], [1], resolve("minilm"), rank=8, trained_steps=5)
+    defended = replace(trained, update=defend_message(trained.update, "dp-sgd", 1.0, 0))
+    aware = Knowledge(length=8, defence=ll.experiments.known_defence("dp-sgd", 1.0, defended))
+    case = ll.attacks.case.Case(defended, aware)
+    assert case.drowned and case.first_round and not ll.attacks.case.Case(defended, Knowledge(length=8)).drowned
+    told, unaware = (get_attack("lora-best").reconstruct(defended, k) for k in (aware, Knowledge(length=8)))
+    assert told.token_ids == unaware.token_ids

@@ -79,6 +79,12 @@ class Case:
         return float(torch.linalg.matrix_norm(rows, ord=2)) > noise * (rows.shape[0] ** 0.5 + rows.shape[1] ** 0.5)
 
     @property
+    def drowned(self) -> bool:
+        """True when a watched ``lora_A`` carries a gradient but a known defence's noise drowns every direction of it
+        (no live round): not a first round, a message the noise hides from the span test."""
+        return not self.live_rounds and any(not lora_a_is_zero(u.update) for u in self.watched)
+
+    @property
     def first_round(self) -> bool:
         """True when every watched round is a first round (``B = 0``, so every ``dL/dA`` is zero)."""
         return not self.live_rounds

@@ -14,6 +14,7 @@ one reads the same ``Case``.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from ..checks import check_int
@@ -63,7 +64,9 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
     - one sentence layer 0 could not certify: a local search on the spans of layers 0 and 1
       (``later_layers.later_layer_search``), for up to ``later_iterations`` iterations;
     - no LoRA on layer 0 (the ``frozen-layers`` defence): no input span to test, so ``first_round_attack`` on what
-      is sent.
+      is sent;
+    - a known defence's noise that drowns every direction of a trained round's ``lora_A`` (``Case.drowned``) and of
+      its ``dL/dB``: the message read as the unaware attack reads it (the span with the noise in it), not DLG.
     """
     progress = Progress(callback)
     forward = lambda step, loss, texts: progress.step(loss, texts)  # noqa: E731 (the strategies' steps are ours)
@@ -75,7 +78,9 @@ def policy(case: Case, callback: Callback | None = None, first_round_attack: DLG
                 return thread_sentences(case, found, progress)
             found.loss_history, found.snapshots = progress.loss_history, progress.snapshots
             return found
-        if first_round_attack is not None:
+        if case.drowned:  # nothing stands above the known noise: read the message as the unaware attack does
+            case = Case(case.shared, replace(case.knowledge, defence=None))
+        elif first_round_attack is not None:
             return first_round_attack.reconstruct(case.shared, case.knowledge, callback)
     first_layer_rows(case.shared.update)  # one clear error when layer 0 has no attention LoRA
     if case.sentences != 1:
