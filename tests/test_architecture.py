@@ -58,7 +58,7 @@ def test_every_menu_of_attacks_comes_from_the_one_registry():
     with pytest.raises(ValueError, match=f"attack '{other}' does not rebuild text .*choose one of {', '.join(names)}"):
         commands.attack(cli.build_parser().parse_args(["attack", "--attack", other, "--text", "hi"]))
     assert widgets.lab_attacks() == names
-    for script in ("lora_leakage.py", "defenses.py"):
+    for script in ("lora_leakage.py",):
         assert _choices(_load_script(REPO / "benchmarks" / script).build_parser(), "--attack") == names
     assert "get_attack(\"dlg\"" in (REPO / "benchmarks" / "full_gradient.py").read_text()  # its variants: DLG knobs
     assert all(s.attack in ll.attacks.ATTACKS for s in ll.experiments.BENCHMARK)
