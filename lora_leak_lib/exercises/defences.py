@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..defenses import epsilon
+from ..experiments.evaluate import BASELINE, verdicts
 from .feedback import Feedback
 
 
@@ -64,8 +65,6 @@ def check_recorded_defence(yours: object, record: dict) -> Feedback:
     """Check a defence setting read off a recorded ``lora-leak evaluate`` table (its label, e.g. ``"batch 4"``): its
     worst case (the strongest attack, unaware or told the defence) must be below the record's ROUGE-1 threshold while
     it keeps the record's share of undefended accuracy; ``None`` is the answer when no setting does both."""
-    from ..experiments.evaluate import BASELINE, verdicts
-
     threshold, keep = record["threshold"], record["keep"]
     found = {v["label"]: v for v in verdicts(record)}
     good = [v for v in found.values() if v["defence"] != BASELINE and v["rouge1"] is not None
