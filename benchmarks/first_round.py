@@ -43,25 +43,11 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def messages(tokenizer, examples: list, tokens: int, count: int) -> list:
-    """``count`` messages of exactly ``tokens`` tokens: review sentences joined in order until long enough (few
-    reviews run past 60 tokens), then cut (``data.truncate_to_tokens``)."""
-    joined, text = [], ""
-    for example in examples:
-        text = f"{text} {example.text}".strip()
-        if ll.data.n_tokens(tokenizer, text) >= tokens:
-            joined.append(ll.data.Example(text, example.label))
-            text = ""
-        if len(joined) == count:
-            break
-    return ll.data.truncate_to_tokens(tokenizer, joined, tokens, count)
-
-
 def run_cell(model: ll.models.PublicModel, rank: int, tokens: int, examples: list, count: int, seed: int) -> dict:
     """Attack ``count`` sentences of ``tokens`` tokens at round 0 and rank ``rank``; the mean scores of the readable
     ones and how many were readable."""
     attack = get_attack("first-round")
-    chosen = messages(model.tokenizer, examples, tokens, count)
+    chosen = ll.data.joined_to_tokens(model.tokenizer, examples, tokens, count)
     scored, unreadable, seconds = [], 0, 0.0
     for example in chosen:
         shared = ll.fl.capture_update([example.text], [example.label], model, rank=rank, trained_steps=0, seed=seed)

@@ -357,6 +357,26 @@ def first_round(name: str, data: dict) -> str:
                "exact", "certified", "CPU s / message"], body)])
 
 
+def exactness(name: str, data: dict) -> str:
+    rows = data["rows"]
+    body = [[r["model"], r["tokens"], r["inputs"], r["rank"], r["span"], r["width"], r["verdict"], r["messages"],
+             pct(r["token_accuracy"]), pct(r["rouge1"]), r["exact"], r["certified"], secs(r["cpu_seconds"])]
+            for r in rows]
+    return "\n\n".join([
+        "## The exactness rule beside the measurement",
+        header(name, machine_text(data.get("machine")), data.get("started") or day(name),
+               [data["command"]] if data.get("command") else commands_of(name, data)),
+        f"A trained round ({data.get('trained_steps')} steps before it), one client's message of review sentences "
+        "joined and cut to the stated length, LoRA on the query and value projections, `lora-best` told the "
+        "length. The verdict is `experiments.exactness.predict`'s: *exact* when the span holds every input "
+        "(inputs ≤ 2r), *determined* past the rank while `2·inputs + 1 + span` stays below the width `d` (only the "
+        "sentence's tokens explain the span; the attack's pursuit may not find them), "
+        "*not determined* past the width. Certified: the attack's residual below `attacks.CERTIFIED` (on tiny-bert "
+        "the true sentence's own residual can stand above it, so a message can be exact and not certified).",
+        table(["model", "tokens", "inputs", "rank", "span", "width", "verdict", "messages", "token accuracy",
+               "ROUGE-1", "exact", "certified", "CPU s / message"], body)])
+
+
 def evaluate(name: str, data: dict) -> str:
     """A ``lora-leak evaluate`` record, as the command itself writes it (``experiments.evaluate.markdown``), one
     heading level down; the figure beside the JSON when there is one."""
@@ -391,7 +411,8 @@ def gpu(name: str, data: dict) -> str:
 
 KINDS: list[tuple[str, Callable[[str, dict], str]]] = [
     ("full_gradient", full_gradient), ("lora_leakage", lora_leakage), ("multi_round", multi_round),
-    ("adam_delta", adam_delta), ("first_round", first_round), ("article_replication", article_replication),
+    ("adam_delta", adam_delta), ("first_round", first_round), ("exactness", exactness),
+    ("article_replication", article_replication),
     ("evaluate", evaluate), ("gpu", gpu),
 ]
 """File-name prefixes, in the order their sections appear; a file matches the longest prefix it starts with."""

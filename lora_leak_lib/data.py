@@ -134,6 +134,21 @@ def n_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(tokenizer.tokenize(text))
 
 
+def joined_to_tokens(tokenizer: PreTrainedTokenizerBase, examples: list[Example], length: int,
+                     count: int) -> list[Example]:
+    """``count`` messages of exactly ``length`` tokens: examples joined in order until long enough (few reviews run
+    past 60 tokens), each message taking the label of its last example, then cut (``truncate_to_tokens``)."""
+    joined, text = [], ""
+    for example in examples:
+        text = f"{text} {example.text}".strip()
+        if n_tokens(tokenizer, text) >= length:
+            joined.append(Example(text, example.label))
+            text = ""
+        if len(joined) == count:
+            break
+    return truncate_to_tokens(tokenizer, joined, length, count)
+
+
 def truncate_to_tokens(tokenizer: PreTrainedTokenizerBase, examples: list[Example], length: int,
                        count: int) -> list[Example]:
     """The first ``count`` examples with at least ``length`` tokens, cut to exactly ``length`` tokens.
