@@ -28,6 +28,9 @@ PROGRESS = re.compile(r"\d+%\|.*\||\d+(?:/\d+)?[a-z]* \[\d+:\d+")
 """A tqdm progress bar (``40%|####  | 2/5 [00:01<...``, ``7it [00:02, ...``), in text or a widget's text/plain."""
 WIDGET_NOTE = "(an interactive control: run the notebook in Jupyter to use it)"
 TIMING = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)? ?(s|ms|µs|sec|seconds?)(?![\w/])")
+RECORDED = "recorded"
+"""A line that says it prints a recorded benchmark's time keeps it: that time is read from a JSON, the same on every
+machine, and the prose may lean on it."""
 CELL_FILE = re.compile(r"\S*ipykernel_\d+/\d+\.py")
 """The file a kernel gives a cell's code (a warning names it): a new name in every run."""
 ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
@@ -76,14 +79,15 @@ def _local_folders() -> list[tuple[str, str]]:
 
 def scrub(text: str) -> str:
     """``text`` without local paths, memory addresses, timings or progress bars (a line redrawn with ``\\r``
-    keeps its last state)."""
+    keeps its last state); a line that says ``recorded`` keeps its times."""
     lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
     text = CELL_FILE.sub("<cell>", "\n".join(line for line in lines if not PROGRESS.search(line)))
     for folder, new in _local_folders():
         text = text.replace(folder, new)
     text = ABSOLUTE.sub(lambda m: ".../" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
     text = ADDRESS.sub("0x...", text)
-    return TIMING.sub(lambda m: f"... {m.group(1)}", text)
+    return "\n".join(line if RECORDED in line else TIMING.sub(lambda m: f"... {m.group(1)}", line)
+                     for line in text.split("\n"))
 
 
 def _clean_output(output: "nbformat.NotebookNode") -> "nbformat.NotebookNode | None":
