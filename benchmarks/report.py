@@ -371,7 +371,7 @@ def exactness(name: str, data: dict) -> str:
         "length. The verdict is `experiments.exactness.predict`'s: *exact* when the span holds every input "
         "(inputs ≤ 2r), *determined* past the rank while `2·inputs + 1 + span` stays below the width `d` (only the "
         "sentence's tokens explain the span; the attack's pursuit may not find them), "
-        "*not determined* past the width. Certified: the attack's residual below `attacks.CERTIFIED` (on tiny-bert "
+        "*search only* past the width (the first layer fixes nothing; a search on later layers may still find it). Certified: the attack's residual below `attacks.CERTIFIED` (on tiny-bert "
         "the true sentence's own residual can stand above it, so a message can be exact and not certified).",
         table(["model", "tokens", "inputs", "rank", "span", "width", "verdict", "messages", "token accuracy",
                "ROUGE-1", "exact", "certified", "CPU s / message"], body)])

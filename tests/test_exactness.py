@@ -5,7 +5,7 @@ import pytest
 import lora_leak_lib as ll
 from lora_leak_lib.attacks import Knowledge, get_attack
 from lora_leak_lib.experiments import exactness
-from lora_leak_lib.experiments.exactness import DETERMINED, EXACT, NOT_DETERMINED, TOKENS_ONLY
+from lora_leak_lib.experiments.exactness import DETERMINED, EXACT, SEARCH_ONLY, TOKENS_ONLY
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +18,12 @@ def test_each_limit_gives_its_verdict(tiny):
     assert exactness.predict(tiny, 8, 4).verdict == EXACT            # 8 inputs ≤ 2 modules × r = 8 rows
     assert exactness.predict(tiny, 9, 4).verdict == DETERMINED       # past the rank, 2·9 + 1 + 8 < 128
     assert exactness.predict(tiny, 47, 8).verdict == DETERMINED      # 94 + 1 + 16 = 111 < 128
-    assert exactness.predict(tiny, 56, 8).verdict == NOT_DETERMINED  # 112 + 1 + 16 = 129: past the width
+    assert exactness.predict(tiny, 56, 8).verdict == SEARCH_ONLY  # 112 + 1 + 16 = 129: past the width
     assert exactness.predict(tiny, 56, 8, watched=4).verdict == EXACT  # four rounds' spans: 64 rows
     assert exactness.predict(tiny, 7, 8, first_round=True).verdict == EXACT
-    assert exactness.predict(tiny, 8, 8, first_round=True).verdict == NOT_DETERMINED
+    assert exactness.predict(tiny, 8, 8, first_round=True).verdict == SEARCH_ONLY
     assert exactness.predict(tiny, 10, 8, batch=2).verdict == TOKENS_ONLY
-    assert exactness.predict(tiny, 10, 8, first_layer_adapted=False).verdict == NOT_DETERMINED
+    assert exactness.predict(tiny, 10, 8, first_layer_adapted=False).verdict == SEARCH_ONLY
     wide = exactness.predict(ll.resolve("minilm"), 62, 1)
     assert wide.verdict == DETERMINED and wide.width == 384 and "d = 384" in str(wide)
 
