@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--target", default=None, help="where student copies go (default: SOURCE/student)")
     p.set_defaults(run="student")
-    p = commands.add_parser("grade", help="autograde filled-in student copies with nbgrader (points per exercise)")
+    p = commands.add_parser("grade", help="autograde filled-in student copies with nbgrader (points per exercise); "
+                                          "the feedback goes beside each copy, NN_name.feedback.html")
     p.add_argument("notebooks", nargs="+", help="student copies, named like the course notebook (NN_name.ipynb)")
     p.add_argument("--source", default=None, help="the solution notebooks (default: the course's notebooks/)")
     p.add_argument("--timeout", type=int, default=900, help="seconds a cell may run (default: 900)")

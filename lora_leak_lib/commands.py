@@ -187,7 +187,8 @@ def student(args: argparse.Namespace) -> int:
 
 
 def grade_notebooks(args: argparse.Namespace) -> int:
-    """Autograde filled-in student copies with nbgrader: points per checked exercise and the total."""
+    """Autograde filled-in student copies with nbgrader: points per checked exercise, the total, and where the
+    learner's feedback (HTML) was written, beside each copy."""
     source = Path(args.source) if args.source else student_copies.NOTEBOOKS
     for notebook in args.notebooks:
         print(grading.grade(notebook, source, timeout=args.timeout).table(), flush=True)

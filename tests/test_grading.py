@@ -1,8 +1,14 @@
-"""nbgrader autogrades a student copy locally: full marks when the learner writes the solutions, zero when not."""
+"""nbgrader autogrades a student copy locally: full marks when the learner writes the solutions, zero when not, and
+the learner's feedback beside the copy."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import nbformat
 import pytest
 
-from lora_leak_lib import cli, course
+from lora_leak_lib import course
 from lora_leak_lib.course import grading, student_copies
 
 pytestmark = pytest.mark.slow  # nbgrader runs whole notebooks
@@ -33,14 +39,24 @@ def copies(tmp_path_factory):
     return solved, unsolved
 
 
-def test_a_solved_copy_gets_full_marks_and_an_unsolved_one_zero(copies, capsys):
+def test_a_solved_copy_gets_full_marks_and_an_unsolved_one_zero(copies):
     solved, unsolved = copies
     full = grading.grade(solved)
     assert [s.question for s in full.scores] == ["exercise-1-check", "exercise-2-check"]
     assert full.max_points == 3 and full.points == 3
-    assert cli.main(["grade", str(unsolved)]) == 0
-    out = capsys.readouterr().out
-    assert "exercise-1-check         0 / 2" in out and "total                    0 / 3" in out
+    assert full.feedback == solved.parent / "03_deep_leakage_from_gradients.feedback.html" and full.feedback.is_file()
+    # `lora-leak grade` from a shell that never activated the environment: its bin folder is not on PATH, yet
+    # nbgrader, its alembic and the kernel are found, and the feedback lands beside the graded copy
+    scripts = str(Path(sys.executable).parent)
+    environment = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    environment["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != scripts)
+    done = subprocess.run([sys.executable, "-c", "import sys; from lora_leak_lib import cli; sys.exit(cli.main())",
+                           "grade", str(unsolved)], env=environment, cwd=unsolved.parent, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exercise-1-check         0 / 2" in done.stdout and "total                    0 / 3" in done.stdout
+    feedback = unsolved.parent / "03_deep_leakage_from_gradients.feedback.html"
+    assert f"feedback: {feedback}" in done.stdout and "exercise-1-check" in feedback.read_text()
 
 
 def test_student_copies_hide_answers_and_hidden_tests_but_keep_the_checks():

@@ -4,6 +4,7 @@ their grading with nbgrader (``student_copies``, ``grading``). The science below
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +18,10 @@ def course_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
 
 
 def kernel_environment(**extra: str) -> dict[str, str]:
-    """The environment of a kernel that runs a course notebook: this very library first on ``PYTHONPATH``,
-    installed or not, and ``extra`` variables."""
+    """The environment of a kernel, or of nbgrader, that runs a course notebook: this very library first on
+    ``PYTHONPATH``, installed or not, this Python's scripts folder first on ``PATH`` (nbgrader runs ``alembic``,
+    a kernel spec may name ``python``; a shell that never activated the environment still finds them), and
+    ``extra`` variables."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    scripts = os.pathsep.join(p for p in (str(Path(sys.executable).parent), os.environ.get("PATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PATH": scripts, **extra}

@@ -1,15 +1,36 @@
 """Exercises: checkers that give a learner specific feedback on an answer without giving the answer away, one module
-per part of the course. They run in the visible check cells; the points come from nbgrader's hidden tests (the
-student copies are made by ``student_copies``, graded by ``grading``)."""
-from .defences import check_defence_choice, check_noise_multiplier, check_recorded_defence
-from .federated import (check_gradient_from_delta, check_lora_gradient_A, check_lora_gradient_B, check_rank_bound,
-                        check_update_bytes, check_weighted_mean)
-from .feedback import Feedback, check_state, check_tensor
-from .leakage import (check_label_from_bias, check_linear_input, check_sequence_length, check_span_dimension,
-                      check_span_distance, check_token_order, check_token_set)
+per part of the course, and the hidden tests that grade it (``hidden``). The checkers run in the visible check cells
+on the notebook's own case; the points come from nbgrader's hidden tests, which run the learner's answer on fresh
+cases in processes of their own (the student copies are made by ``course.student_copies``, graded by
+``course.grading``).
 
-__all__ = ["Feedback", "check_state", "check_tensor", "check_lora_gradient_A", "check_lora_gradient_B",
-           "check_rank_bound", "check_update_bytes", "check_weighted_mean", "check_gradient_from_delta",
-           "check_label_from_bias", "check_linear_input", "check_token_set", "check_sequence_length",
-           "check_token_order", "check_span_distance", "check_span_dimension", "check_defence_choice",
-           "check_noise_multiplier", "check_recorded_defence"]
+Each checker is imported on first use (``exercises.check_label_from_bias``), so that ``runner``, which runs a
+learner's answer, can import this package without loading a single checker.
+"""
+import importlib
+import importlib.util
+
+CHECKERS = {"Feedback": "feedback", "check_state": "feedback", "check_tensor": "feedback",
+            "check_lora_gradient_A": "federated", "check_lora_gradient_B": "federated",
+            "check_rank_bound": "federated", "check_update_bytes": "federated", "check_weighted_mean": "federated",
+            "check_gradient_from_delta": "federated", "check_label_from_bias": "leakage",
+            "check_linear_input": "leakage", "check_token_set": "leakage", "check_sequence_length": "leakage",
+            "check_token_order": "leakage", "check_span_distance": "leakage", "check_span_dimension": "leakage",
+            "check_defence_choice": "defences", "check_noise_multiplier": "defences",
+            "check_recorded_defence": "defences"}
+"""Every checker (and ``Feedback``), with the module that defines it."""
+__all__ = list(CHECKERS)
+
+
+def __getattr__(name: str):
+    """``exercises.check_label_from_bias``, ...: the checker, its module imported on first use; a module of the
+    package (``exercises.hidden``) likewise."""
+    if name in CHECKERS:
+        return getattr(importlib.import_module(f"{__name__}.{CHECKERS[name]}"), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
