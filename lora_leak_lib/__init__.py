@@ -7,8 +7,7 @@ Three products in folders that say so. The science, bottom to top: ``checks``, `
 tooling ``course`` (Colab, executed notebooks, book, student copies, grading) sit on top; ``ll.<name>`` reaches
 neither.
 """
-import importlib
-import importlib.util
+from .lazy import on_first_use
 
 __version__ = "0.1.0"
 SUBMODULES = ("attacks", "catalog", "checks", "config", "data", "defenses", "exercises", "experiments", "families", "fl",
@@ -22,15 +21,6 @@ NAMES = {"Knowledge": "attacks", "Reconstruction": "attacks", "get_attack": "att
 __all__ = sorted(SUBMODULES + tuple(NAMES))
 
 
-def __getattr__(name: str):
-    """``ll.fl``, ``ll.resolve``, ...: the part (or the name from its part), imported on first use. Any module of
-    the package is reached so (``ll.weights``, ``ll.flower``), as it was once imported."""
-    if name in NAMES:
-        return getattr(importlib.import_module(f"{__name__}.{NAMES[name]}"), name)
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = on_first_use(__name__, NAMES, globals())
+"""``ll.fl``, ``ll.resolve``, ...: the part (or the name from its part), imported on first use. Any module of the
+package is reached so (``ll.weights``, ``ll.flower``), as it was once imported."""

@@ -7,8 +7,7 @@ cases in processes of their own (the student copies are made by ``course.student
 Each checker is imported on first use (``exercises.check_label_from_bias``), so that ``runner``, which runs a
 learner's answer, can import this package without loading a single checker.
 """
-import importlib
-import importlib.util
+from ..lazy import on_first_use
 
 CHECKERS = {"Feedback": "feedback", "check_state": "feedback", "check_tensor": "feedback",
             "check_lora_gradient_A": "federated", "check_lora_gradient_B": "federated",
@@ -22,15 +21,6 @@ CHECKERS = {"Feedback": "feedback", "check_state": "feedback", "check_tensor": "
 __all__ = list(CHECKERS)
 
 
-def __getattr__(name: str):
-    """``exercises.check_label_from_bias``, ...: the checker, its module imported on first use; a module of the
-    package (``exercises.hidden``) likewise."""
-    if name in CHECKERS:
-        return getattr(importlib.import_module(f"{__name__}.{CHECKERS[name]}"), name)
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = on_first_use(__name__, CHECKERS, globals())
+"""``exercises.check_label_from_bias``, ...: the checker, its module imported on first use; a module of the package
+(``exercises.hidden``) likewise."""

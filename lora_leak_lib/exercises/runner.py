@@ -59,7 +59,7 @@ def plain(value: object, where: str = "") -> object:
     if kind in (torch.Tensor, torch.nn.Parameter):
         return value.detach().cpu().clone()  # a Parameter's detach() is a plain Tensor
     if kind is np.ndarray:
-        return plain(torch.from_numpy(np.array(value)), where)
+        return plain(torch.tensor(value), where)  # a copy of the array
     if isinstance(value, (np.integer, np.floating, np.bool_)) and kind.__module__ == "numpy":
         return value.item()
     bases = (bool, int, float, str, list, tuple, dict, set, torch.Tensor)
