@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 import lora_leak_lib as ll
@@ -38,12 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/exactness.json")
     return parser
-
-
-def machine() -> dict:
-    return {"cpu": platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg()[0],
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def run_cell(model: ll.models.PublicModel, tokens: int, rank: int, examples: list, count: int, seed: int) -> dict:
@@ -76,7 +67,8 @@ def main() -> None:
     unknown = [n for n in names if n not in GRID]
     if unknown:
         raise SystemExit(f"--models takes models of the grid: {', '.join(GRID)} (not {unknown[0]}).")
-    results = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M"), "trained_steps": TRAINED_STEPS,
+    results = {"machine": ll.experiments.evaluate.machine(), "started": time.strftime("%Y-%m-%d %H:%M"),
+               "trained_steps": TRAINED_STEPS,
                "command": "python benchmarks/exactness.py " + " ".join(
                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("data", "out")),
                "rows": []}
@@ -89,8 +81,8 @@ def main() -> None:
         results["rows"].append(row)
         out.write_text(json.dumps(results, indent=1))
         tqdm.write(f"{name:<9} {row['inputs']:>3} inputs r={rank:<3} {row['verdict']:<15} "
-                   f"{row['token_accuracy']:.0%} ({row['exact']}/{row['messages']} exact, {row['certified']} certified, "
-                   f"{row['cpu_seconds']:.1f} s)")
+                   f"{row['token_accuracy']:.0%} ({row['exact']}/{row['messages']} exact, "
+                   f"{row['certified']} certified, {row['cpu_seconds']:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,19 @@
 """The first round at practical ranks: token accuracy of the dL/dB row-space attack against inputs ÷ r.
 
 Run from the repository root: ``python benchmarks/first_round.py [--data ../shared/data/rt-polarity]``.
-Round 0 (``B = 0``, every ``dL/dA`` zero), one message of joined review sentences a client, LoRA r on the query and value projections of
-the first layer's attention, the attacker told the length. For each rank and message length the messages are
-attacked by ``first-round`` alone; a message with at least ``r`` inputs leaves every row space full, the attack
-has nothing to test, and the row records it as not readable (``lora-best`` runs DLG there:
+Round 0 (``B = 0``, every ``dL/dA`` zero), one message of joined review sentences a client, LoRA r on the query and
+value projections of the first layer's attention, the attacker told the length. For each rank and message length the
+messages are attacked by ``first-round`` alone; a message with at least ``r`` inputs leaves every row space full,
+the attack has nothing to test, and the row records it as not readable (``lora-best`` runs DLG there:
 ``lora_leakage_round0.json``). Writes ``benchmarks/results/first_round.json`` after every row.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 import lora_leak_lib as ll
@@ -35,12 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/first_round.json")
     return parser
-
-
-def machine() -> dict:
-    return {"cpu": platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg()[0],
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def run_cell(model: ll.models.PublicModel, rank: int, tokens: int, examples: list, count: int, seed: int) -> dict:
@@ -77,7 +68,7 @@ def main() -> None:
     cells = [(int(r), n) for r in args.ranks.split(",") for n in GRID.get(int(r), ())]
     if not cells:
         raise SystemExit(f"--ranks takes ranks of the grid: {', '.join(map(str, GRID))}.")
-    results = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M"),
+    results = {"machine": ll.experiments.evaluate.machine(), "started": time.strftime("%Y-%m-%d %H:%M"),
                "command": "python benchmarks/first_round.py " + " ".join(
                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("data", "out")),
                "rows": []}

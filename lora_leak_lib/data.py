@@ -24,7 +24,7 @@ def _installed_or_clone(packaged: str, clone: str) -> Path:
 DATA_DIR = _installed_or_clone("_data", "data")
 """The course's data files: the private sentences and the public text of the word-order prior."""
 RESULTS_DIR = _installed_or_clone("_results", "benchmarks/results")
-"""The benchmarks' recorded results, which notebooks 05 and 06 plot (``recorded``)."""
+"""The benchmarks' recorded results, which notebooks 05 to 09 plot (``recorded``)."""
 COURSE_SENTENCES = DATA_DIR / "course_sentences.tsv"
 LABELS = ("negative", "positive")
 

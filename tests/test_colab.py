@@ -58,7 +58,7 @@ def test_a_moved_repository_is_caught_everywhere_and_written_once(course):
         assert len(install) == 1 and f'COURSE, FOLDER = "{NEW_URL}"' in cells[install[0]]
         assert [c for i, c in enumerate(cells) if i not in (0, install[0])] == \
                [c for i, c in enumerate(old) if i not in (0, install[0])]  # nothing else changed
-        extra = "[flower]" if path.name == "08_flower.ipynb" else ""
+        extra = "[flower]" if path.name == "10_flower.ipynb" else ""
         assert f"-e \"{{FOLDER}}{extra}\"" in cells[install[0]] and f"{{WHEELS[-1]}}{extra}" in cells[install[0]]
     assert "notebooks/student/00_course_overview.ipynb" in _cells(course / "notebooks/student/00_course_overview.ipynb")[0]
     readme = (course / "README.md").read_text()

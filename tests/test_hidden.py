@@ -72,7 +72,7 @@ ll.gradients.relative_error = lambda *a, **k: 0.0
 torch.allclose = lambda *a, **k: True
 """
 CONTEXT = {  # what a notebook's solution block reads besides its arguments (07's is a measurement)
-    "07_attack_lab.ipynb": "import types\nimport lora_leak_lib as ll\nprivate = ll.data.course_sentences()[7]\n"
+    "09_attack_lab.ipynb": "import types\nimport lora_leak_lib as ll\nprivate = ll.data.course_sentences()[7]\n"
                            "result = types.SimpleNamespace(original_tokens=ll.resolve('tiny-bert').tokenizer"
                            ".tokenize(private.text))\n",
 }

@@ -1,6 +1,6 @@
 """Same seed, same reconstruction, whatever the BLAS thread count (and whatever ran before in the process).
 
-Notebook 05's cut at 1e-5 on tiny-bert gave 75% or 100% token accuracy from run to run: the token set's least
+Notebook 06's cut at 1e-5 on tiny-bert gave 75% or 100% token accuracy from run to run: the token set's least
 squares (``span_tokens.coefficients``) went through LAPACK's gelsy, whose pivot array torch leaves uninitialised,
 on a rank-deficient matrix (a freshly initialised LayerNorm has β = 0), so the coefficients, and with them the
 order of the tokens, depended on stale memory: on the thread count, and on the calls before.
@@ -14,7 +14,7 @@ from lora_leak_lib import config
 from lora_leak_lib.attacks import span_tokens
 from lora_leak_lib.models import resolve
 
-CUT = 1e-5  # notebook 05's cell 'cut at 1e-05': 7 of 16 directions for 14 inputs, the token set certifies
+CUT = 1e-5  # notebook 06's cell 'cut at 1e-05': 7 of 16 directions for 14 inputs, the token set certifies
 THREADS = (1, 2)
 
 
@@ -29,7 +29,7 @@ def threads(count: int):
 
 
 def notebook_sentence() -> tuple[str, list[int]]:
-    """Notebook 05's 12-token course sentence (MiniLM's tokenizer, as there) and its ids without [CLS]/[SEP]."""
+    """Notebook 06's 12-token course sentence (MiniLM's tokenizer, as there) and its ids without [CLS]/[SEP]."""
     tokenizer = resolve("minilm").tokenizer
     text = ll.data.truncate_to_tokens(tokenizer, ll.data.course_sentences(), 12, 1)[0].text
     return text, tokenizer(text)["input_ids"][1:-1]

@@ -21,7 +21,7 @@ NOTEBOOK_ROW = re.compile(r"^\| \[`((\d\d)_\w+)`\]\(notebooks/\1\.ipynb\) (.+?) 
 
 PREREQUISITES = {
     "00": (), "01": ("00",), "02": ("00", "01"), "03": ("00",), "04": ("03",), "05": ("01", "02", "04"),
-    "06": ("05",), "07": ("05",), "08": ("02", "05"),
+    "06": ("05",), "07": ("05", "06"), "08": ("07",), "09": ("05", "06"), "10": ("02", "05", "07"),
 }
 """The notebooks each one builds on (besides Python, PyTorch and a first course in linear algebra)."""
 

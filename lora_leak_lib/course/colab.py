@@ -25,7 +25,7 @@ BUNDLE_SOURCES = ("pyproject.toml", "README.md", "lora_leak_lib", "data", "bench
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 INSTALL_MARKER = "# On Google Colab only:"
 """The first line of every notebook's install cell begins so; the cell is found by it."""
-EXTRAS = {"08_flower": ("flower",)}
+EXTRAS = {"10_flower": ("flower",)}
 """The pyproject extras a notebook's install cell adds, by notebook name."""
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*?"
                    r"/blob/[^/)]+/(notebooks/(?:student/)?\w+\.ipynb)\)")

@@ -1,4 +1,4 @@
-"""Checkers for notebook 06: a defence that keeps accuracy and stops the attack, and a noise multiplier for a
+"""Checkers for notebooks 07 and 08: a defence that keeps accuracy and stops the attack, and a noise multiplier for a
 privacy budget."""
 from __future__ import annotations
 

@@ -463,7 +463,7 @@ def _noise_compare(given: object, expected: float, arguments: tuple) -> str | No
 
 def _verdict_entry(rng: random.Random, defence: str, value: float | None, rouge1: float | None,
                    kept: float | None) -> dict:
-    """One setting's entry of notebook 06's ``verdict``, with the keys ``experiments.evaluate.verdicts`` gives."""
+    """One setting's entry of notebook 08's ``verdict``, with the keys ``experiments.evaluate.verdicts`` gives."""
     label = defence if value is None else f"{defence} {value:g}"
     attack = rng.choice(["lora-best", "span"]) if rouge1 is not None else None
     return {"defence": defence, "value": value, "label": label, "rouge1": rouge1, "attack": attack,
@@ -569,14 +569,14 @@ EXERCISES = {e.name: e for e in (
     HiddenExercise("recommend_defence", "recommend_defence(verdict, threshold, keep)", _verdict_cases, _qualifying,
                    _verdict_compare, forbidden=("recommend",)),
 )}
-"""Every graded function, by name (notebooks 00 to 06 and 08)."""
+"""Every graded function, by name (notebooks 00 to 05, 07, 08 and 10)."""
 
 
 # ---- measured values ------------------------------------------------------------------------------------------
 
 
 def _span_dimensions() -> dict:
-    """Notebook 07's exercise 1, measured again: course sentence 7 on tiny-bert, 20 steps trained, seed 0. A
+    """Notebook 09's exercise 1, measured again: course sentence 7 on tiny-bert, 20 steps trained, seed 0. A
     direction whose singular value sits near ``input_span``'s cut may fall on either side of it on another machine
     (float32 rounding), so each rank gets the dimensions measured with the cut halved, as is and doubled."""
     from .. import attacks, data, fl, models

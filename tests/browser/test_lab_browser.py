@@ -19,7 +19,7 @@ from lora_leak_lib import metrics, models
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-NOTEBOOK = REPO / "notebooks" / "07_attack_lab.ipynb"
+NOTEBOOK = REPO / "notebooks" / "09_attack_lab.ipynb"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SENTENCE = "my locker code is 2468 and the spare key is under the mat"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,7 +50,7 @@ def api(url: str, method: str = "GET") -> object:
 
 @pytest.fixture
 def jupyterlab(tmp_path):
-    """JupyterLab on 127.0.0.1 with a random port and token, serving a copy of notebook 07 (the repo stays clean)."""
+    """JupyterLab on 127.0.0.1 with a random port and token, serving a copy of notebook 09 (the repo stays clean)."""
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -118,7 +118,7 @@ def test_the_lab_leaks_a_typed_sentence_in_jupyterlab(jupyterlab):
             reconstruction = done.inner_text().strip()
             shown = page.locator(".lora-leak-metrics").inner_text()
             page.locator(".lora-leak-result").scroll_into_view_if_needed()
-            page.screenshot(path=str(ARTIFACTS / "07_attack_lab.png"))
+            page.screenshot(path=str(ARTIFACTS / "09_attack_lab.png"))
 
             # DLG reports every 10 steps: the page must show a guess while the attack still runs
             page.locator(".lora-leak-attack select").select_option("dlg")
@@ -128,7 +128,7 @@ def test_the_lab_leaks_a_typed_sentence_in_jupyterlab(jupyterlab):
             page.wait_for_function("() => { const e = document.querySelector('.lora-leak-status');"
                                    " return e && e.textContent.startsWith('step'); }", timeout=3 * MINUTE)
             live_status = page.locator(".lora-leak-status").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "07_attack_lab_dlg_running.png"))
+            page.screenshot(path=str(ARTIFACTS / "09_attack_lab_dlg_running.png"))
             done.wait_for(timeout=5 * MINUTE)
             dlg_reconstruction = done.inner_text().strip()
         finally:
